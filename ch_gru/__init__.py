@@ -1,0 +1,1 @@
+"""Models: BetterRnnlm (two GRU layers, dropout, weight tying) and the general Rnnlm."""

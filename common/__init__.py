@@ -1,0 +1,1 @@
+"""The framework core: backend switch, layers, optimizers, trainer, utilities."""

@@ -1,0 +1,69 @@
+"""Base class of the models: parameter saving and loading."""
+import numpy
+
+from common.np import *  # noqa: F401,F403
+from common import np as backend
+from common.errors import CheckpointError
+from common.fileio import load_npz, save_npz
+
+PARAMS_FORMAT = 'dlfs-params-1'
+
+
+class BaseModel:
+    """A model holds ``params`` and ``grads`` (each parameter listed once, tied
+    weights included) and a ``config`` dict of the options it was built with."""
+
+    def __init__(self):
+        self.params, self.grads = None, None
+        self.config = {}
+
+    def forward(self, *args):
+        raise NotImplementedError
+
+    def backward(self, *args):
+        raise NotImplementedError
+
+    def describe(self):
+        """``Name(option=value, ...)``: what the model was built with."""
+        opts = ', '.join(f'{k}={v!r}' for k, v in self.config.items())
+        return f'{self.__class__.__name__}({opts})'
+
+    def param_count(self):
+        return int(sum(p.size for p in self.params))
+
+    def params_to_host(self):
+        """name -> NumPy copy of each parameter, in ``params`` order."""
+        return {f'param_{i:03d}': backend.asnumpy(p) for i, p in enumerate(self.params)}
+
+    def params_meta(self):
+        return {'format': PARAMS_FORMAT, 'model': self.__class__.__name__, 'config': self.config,
+                'shapes': [list(p.shape) for p in self.params]}
+
+    def save_params(self, file_name=None):
+        """Write the parameters to ``file_name`` (default ``<ClassName>.npz``),
+        atomically, as float arrays plus the model's name, options and shapes."""
+        file_name = file_name or self.__class__.__name__ + '.npz'
+        save_npz(file_name, self.params_to_host(), self.params_meta())
+        return file_name
+
+    def load_params(self, file_name=None):
+        """Read parameters written by :meth:`save_params` into this model, in
+        place (tied views stay tied). The file must hold parameters of the same
+        shapes; otherwise :class:`CheckpointError` shows both models' options."""
+        file_name = file_name or self.__class__.__name__ + '.npz'
+        arrays, meta = load_npz(file_name, kind='parameter file')
+        self.set_params_from_host(arrays, meta, source=file_name)
+
+    def set_params_from_host(self, arrays, meta, source):
+        shapes = [tuple(s) for s in meta.get('shapes', [])]
+        mine = [tuple(p.shape) for p in self.params]
+        if shapes != mine:
+            saved = f"{meta.get('model')}({', '.join(f'{k}={v!r}' for k, v in meta.get('config', {}).items())})"
+            raise CheckpointError(f"{source} holds {saved} but this model is {self.describe()}: "
+                                  f"build the model with the options it was saved with")
+        for i, param in enumerate(self.params):
+            key = f'param_{i:03d}'
+            if key not in arrays or arrays[key].shape != param.shape:
+                raise CheckpointError(f"{source} lacks a parameter array of shape {param.shape} ({key}): "
+                                      f"the file is damaged; use an intact one")
+            param[...] = backend.asarray(numpy.asarray(arrays[key], dtype=param.dtype))

@@ -1,0 +1,17 @@
+"""Framework-wide switches.
+
+``GPU`` chooses the array backend: NumPy when false, CuPy when true. It is read
+once, by the first ``import common.np``; set it before importing any layer::
+
+    from common import config
+    config.GPU = True          # or run with DLFS_GPU=1 in the environment
+
+Changing it after the backend has been chosen has no effect (``common.np``
+raises if the two disagree, so a late switch is never silently ignored).
+"""
+import os
+
+_TRUE = ('1', 'true', 'yes', 'on')
+
+#: Run on CUDA through CuPy. Defaults to the environment variable DLFS_GPU.
+GPU = os.environ.get('DLFS_GPU', '').strip().lower() in _TRUE

@@ -1,0 +1,88 @@
+"""Safe files: atomic writes and .npz archives that cannot run code.
+
+Every file the framework writes goes through :func:`atomic_file`: the data
+goes to a temporary file in the same directory, is flushed to disk, and only
+then renamed over the target, so a crash mid-write leaves the old file whole.
+Archives are plain ``.npz`` read with ``allow_pickle=False`` plus one JSON
+string of metadata; loading one can never execute code.
+"""
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy
+
+from common.errors import CheckpointError, ConfigError
+
+META_KEY = '__meta__'
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode='wb'):
+    """Open a temporary file that replaces ``path`` when the block succeeds."""
+    path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}: choose a writable directory") from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def save_npz(path, arrays, meta):
+    """Write ``arrays`` (name -> host array) and ``meta`` (JSON-able) atomically."""
+    payload = dict(arrays)
+    payload[META_KEY] = numpy.array(json.dumps(meta))
+    with atomic_file(path) as f:
+        numpy.savez(f, **payload)
+
+
+def load_npz(path, kind='parameter file'):
+    """Read what :func:`save_npz` wrote: (arrays, meta). Any damage to the file
+    (missing, truncated, flipped bytes, not an archive, pickled data) becomes a
+    :class:`CheckpointError` naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such {kind}: check the path")
+    damaged = (f"{path} is unreadable ({{}}): the file is truncated or corrupted; "
+               f"use an intact file written by this framework")
+    not_kind = f"{path} is not a {kind} written by this framework (no metadata in it)"
+    try:
+        archive = numpy.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(damaged.format(_reason(exc))) from None
+    if not isinstance(archive, numpy.lib.npyio.NpzFile):
+        raise CheckpointError(not_kind)
+    with archive:
+        if META_KEY not in archive.files:
+            raise CheckpointError(not_kind)
+        try:
+            arrays = {name: archive[name] for name in archive.files}
+            meta = json.loads(str(arrays.pop(META_KEY)))
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(damaged.format(_reason(exc))) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a {kind}: its metadata is not a JSON object")
+    return arrays, meta
+
+
+def _reason(exc):
+    return f"{exc.__class__.__name__}: {exc}".splitlines()[0]

@@ -1,0 +1,178 @@
+"""Layers that see one time step (or no time at all).
+
+Every layer has ``params`` (a list of arrays), ``grads`` (arrays of the same
+shapes, written in place by ``backward``), ``forward(...)`` and
+``backward(dout)``; ``backward`` returns the gradient of its input.
+"""
+from common.np import *  # noqa: F401,F403
+from common import np as backend
+from common.functions import log_softmax, sigmoid, softmax
+
+
+class MatMul:
+    """out = x W.   x: (N, D), W: (D, H) -> (N, H)."""
+
+    def __init__(self, W):
+        self.params = [W]
+        self.grads = [np.zeros_like(W)]
+        self.x = None
+
+    def forward(self, x):
+        W, = self.params
+        self.x = x
+        return x @ W
+
+    def backward(self, dout):
+        W, = self.params
+        self.grads[0][...] = self.x.T @ dout
+        return dout @ W.T
+
+
+class Affine:
+    """out = x W + b.   x: (N, D), W: (D, H), b: (H,) -> (N, H)."""
+
+    def __init__(self, W, b):
+        self.params = [W, b]
+        self.grads = [np.zeros_like(W), np.zeros_like(b)]
+        self.x = None
+
+    def forward(self, x):
+        W, b = self.params
+        self.x = x
+        return x @ W + b
+
+    def backward(self, dout):
+        W, b = self.params
+        self.grads[0][...] = self.x.T @ dout
+        self.grads[1][...] = dout.sum(axis=0)
+        return dout @ W.T
+
+
+class Softmax:
+    """y = softmax(x) over the last axis; dx = y ⊙ (dy - Σ y ⊙ dy)."""
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.out = None
+
+    def forward(self, x):
+        self.out = softmax(x)
+        return self.out
+
+    def backward(self, dout):
+        dx = self.out * dout
+        dx -= self.out * dx.sum(axis=-1, keepdims=True)
+        return dx
+
+
+class SoftmaxWithLoss:
+    """loss = mean cross-entropy of softmax(x) against ids (or one-hot) t.
+
+    x: (N, C), t: (N,) or (N, C). Backward: dx = (y - onehot(t)) / N.
+    """
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        self.t = t.argmax(axis=1) if t.size == x.size else t
+        logp = log_softmax(x)                  # exact and stable, unlike log(y + 1e-7)
+        self.y = np.exp(logp)
+        return -logp[np.arange(len(self.t)), self.t].mean()
+
+    def backward(self, dout=1):
+        batch_size = self.t.shape[0]
+        dx = self.y.copy()
+        dx[np.arange(batch_size), self.t] -= 1
+        dx *= dout / batch_size
+        return dx
+
+
+class Sigmoid:
+    """y = σ(x); dx = dy ⊙ y ⊙ (1 - y)."""
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.out = None
+
+    def forward(self, x):
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout):
+        return dout * (1.0 - self.out) * self.out
+
+
+class SigmoidWithLoss:
+    """Mean binary cross-entropy of σ(x) against 0/1 labels t; dx = (σ(x) - t) / N."""
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        self.t = t
+        self.y = sigmoid(x)
+        # -[t log σ(x) + (1 - t) log σ(-x)], with log σ(x) = -log(1 + e^-x) = -logaddexp(0, -x)
+        return np.mean(t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x))
+
+    def backward(self, dout=1):
+        batch_size = self.t.shape[0]
+        return (self.y - self.t) * dout / batch_size
+
+
+class Dropout:
+    """Inverted dropout: in training out = x ⊙ m / (1 - p) with m ~ Bernoulli(1 - p);
+    at test time out = x."""
+
+    def __init__(self, dropout_ratio=0.5):
+        self.params, self.grads = [], []
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+
+    def forward(self, x, train_flg=True):
+        if not train_flg or self.dropout_ratio == 0:
+            self.mask = None
+            return x
+        self.mask = dropout_mask(x.shape, self.dropout_ratio, x.dtype)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask
+
+
+def dropout_mask(shape, ratio, dtype):
+    """A mask of 0 and 1 / (1 - ratio) in ``dtype``, drawn on the backend."""
+    mask = (backend.uniform(shape, dtype) >= ratio).astype(dtype)
+    mask *= 1.0 / (1.0 - ratio)
+    return mask
+
+
+class Embedding:
+    """out = W[idx].   idx: integer array of any shape -> idx.shape + (D,).
+
+    Backward scatter-adds dout into the rows of dW, so repeated ids add up.
+    With ``accumulate = True`` the gradient is added to what ``grads[0]``
+    already holds (a tied weight whose other use wrote it first).
+    """
+
+    def __init__(self, W):
+        self.params = [W]
+        self.grads = [np.zeros_like(W)]
+        self.idx = None
+        self.accumulate = False
+
+    def forward(self, idx):
+        W, = self.params
+        self.idx = np.asarray(idx)
+        return W[self.idx]
+
+    def backward(self, dout):
+        dW, = self.grads
+        if not self.accumulate:
+            dW[...] = 0
+        backend.scatter_add(dW, self.idx.ravel(), dout.reshape(-1, dW.shape[1]))
+        return None

@@ -1,0 +1,120 @@
+"""The array backend: ``from common.np import *`` gives ``np``.
+
+``np`` is NumPy, or CuPy when :data:`common.config.GPU` is true at the first
+import of this module. This is the only module that chooses the backend; the
+rest of the framework is written once against ``np``. The few operations whose
+NumPy and CuPy spellings differ live here, each behind one helper:
+
+* :func:`scatter_add`      -- ``a[idx] += v`` that sums repeated indices;
+* :func:`asnumpy`, :func:`asarray` -- explicit host <-> backend transfers;
+* :func:`uniform`, :func:`seed`, :func:`get_rng_state`, :func:`set_rng_state`
+  -- the generator behind dropout masks, on the backend's own device.
+
+Asking for the GPU without a usable CuPy raises :class:`BackendError` with the
+fix in its message; there is no silent fallback to the CPU.
+"""
+import numpy
+
+from common import config
+from common.errors import BackendError
+
+__all__ = ['np']
+
+CUPY_INSTALL_HINT = ("install CuPy for your CUDA version, e.g. pip install 'cupy-cuda12x' "
+                     "(or pip install -e '.[gpu]'), or run without --gpu / DLFS_GPU")
+
+
+def _load_cupy():
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendError(f"GPU requested (config.GPU / DLFS_GPU=1) but CuPy cannot be imported "
+                           f"({exc}): {CUPY_INSTALL_HINT}") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError, driver missing, ...
+        raise BackendError(f"GPU requested but CuPy finds no usable CUDA device ({exc}): "
+                           f"check the NVIDIA driver with nvidia-smi, or run without --gpu") from None
+    if count < 1:
+        raise BackendError("GPU requested but CuPy sees 0 CUDA devices: "
+                           "check CUDA_VISIBLE_DEVICES and nvidia-smi, or run without --gpu")
+    return cupy
+
+
+GPU = bool(config.GPU)
+if GPU:
+    np = _load_cupy()
+else:
+    np = numpy
+
+
+def check_backend():
+    """Raise if ``config.GPU`` was changed after the backend was chosen."""
+    if bool(config.GPU) != GPU:
+        chosen = 'CuPy' if GPU else 'NumPy'
+        raise BackendError(f"config.GPU changed to {config.GPU} after the backend ({chosen}) was chosen: "
+                           f"set it before the first 'import common.np' (or use DLFS_GPU=1)")
+
+
+# -- host <-> backend --------------------------------------------------------
+
+def asnumpy(x):
+    """The host (NumPy) copy of ``x``; ``x`` itself when it already is one."""
+    if isinstance(x, numpy.ndarray) or not hasattr(x, 'shape'):
+        return numpy.asarray(x)
+    return np.asnumpy(x)
+
+
+def asarray(x, dtype=None):
+    """``x`` as a backend array (a host-to-device copy on the GPU)."""
+    return np.asarray(x, dtype=dtype)
+
+
+# -- scatter-add -------------------------------------------------------------
+
+if hasattr(np.add, 'at'):
+    _add_at = np.add.at
+else:  # CuPy before ufunc.at existed
+    import cupyx
+    _add_at = cupyx.scatter_add
+
+
+def scatter_add(a, indices, values):
+    """``a[indices] += values`` where repeated indices add up (``np.add.at``)."""
+    _add_at(a, indices, values)
+
+
+# -- random numbers for dropout ------------------------------------------------
+
+_rng = np.random.default_rng()
+
+
+def seed(value):
+    """Seed the host generator (``numpy.random``, used for initial weights)
+    and the backend generator that draws dropout masks."""
+    global _rng
+    numpy.random.seed(value)
+    _rng = np.random.default_rng(value)
+
+
+def uniform(shape, dtype):
+    """Uniform [0, 1) samples of ``dtype`` drawn on the backend."""
+    return _rng.random(shape, dtype=dtype)
+
+
+def get_rng_state():
+    """The generators' state as plain JSON-able data. On CuPy the backend part
+    is ``None``: its generators cannot be serialised."""
+    _, key, pos, has_gauss, gauss = numpy.random.get_state()
+    host = {'key': key.tolist(), 'pos': int(pos), 'has_gauss': int(has_gauss), 'gauss': float(gauss)}
+    backend = None if GPU else _rng.bit_generator.state
+    return {'host': host, 'backend': backend}
+
+
+def set_rng_state(state):
+    """Restore what :func:`get_rng_state` returned."""
+    h = state['host']
+    numpy.random.set_state(('MT19937', numpy.asarray(h['key'], dtype=numpy.uint32), h['pos'],
+                            h['has_gauss'], h['gauss']))
+    if state.get('backend') is not None and not GPU:
+        _rng.bit_generator.state = state['backend']

@@ -1,0 +1,27 @@
+"""Progress bars on a terminal, silence elsewhere.
+
+tqdm draws the bar (with rate and ETA) when stderr is a terminal; when output
+goes to a file or a pipe the loops run bare, so logs hold only the report lines.
+"""
+import sys
+
+from tqdm import tqdm
+
+
+def interactive():
+    return sys.stderr.isatty()
+
+
+def progress(iterable, total=None, desc=None, unit='it'):
+    """``iterable`` wrapped in a tqdm bar on a terminal, unchanged otherwise."""
+    if not interactive():
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
+def write(line):
+    """Print a report line without breaking a bar that is being drawn."""
+    if interactive():
+        tqdm.write(line)
+    else:
+        print(line, flush=True)

@@ -1,0 +1,352 @@
+"""Layers over whole sequences: inputs (N, T, ...), batch first as in the book.
+
+The recurrent layers (TimeRNN, TimeLSTM, TimeGRU) share one structure:
+
+* one matrix product projects the inputs of all T steps at once
+  (``A = xs Wx + b``, shape (N, T, G·H) for G gate blocks);
+* inside the time loop only the recurrent products ``h Wh`` remain;
+* backward runs the loop in reverse to get the pre-activation gradients
+  ``dA`` of every step, then one product each gives dWx, dWh and dxs.
+
+There are no per-step layer objects. ``stateful=True`` carries the last hidden
+state into the next ``forward`` call (truncated BPTT); ``reset_state()`` drops
+it. The dtype of the weights (float32 normally, float64 for gradient checks)
+is the dtype of every buffer.
+"""
+from common.np import *  # noqa: F401,F403
+from common.functions import sigmoid
+from common.layers import Embedding, dropout_mask
+
+
+class _TimeRecurrent:
+    """What TimeRNN, TimeLSTM and TimeGRU have in common."""
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.stateful = stateful
+        self.h = None    # last hidden state (N, H), carried over when stateful
+        self.dh = None   # gradient w.r.t. the initial hidden state, after backward
+        self.cache = None
+
+    def set_state(self, h):
+        self.h = h
+
+    def reset_state(self):
+        self.h = None
+
+    def _initial_state(self, N, dtype):
+        H = self.params[1].shape[0]
+        if not self.stateful or self.h is None:
+            return np.zeros((N, H), dtype=dtype)
+        return self.h
+
+    def _input_projection(self, xs):
+        """A[:, t] = x_t Wx + b for all t in one product: (N, T, G·H)."""
+        Wx, _, b = self.params
+        N, T, D = xs.shape
+        A = (xs.reshape(N * T, D) @ Wx).reshape(N, T, -1)
+        A += b
+        return A
+
+    def _input_gradients(self, xs, dA):
+        """dWx, db and dxs from the pre-activation gradients of all steps."""
+        Wx = self.params[0]
+        N, T, D = xs.shape
+        dA2 = dA.reshape(N * T, -1)
+        np.matmul(xs.reshape(N * T, D).T, dA2, out=self.grads[0])
+        dA2.sum(axis=0, out=self.grads[2])
+        return (dA2 @ Wx.T).reshape(N, T, D)
+
+    @staticmethod
+    def _previous_states(h0, hs):
+        """(h_{-1}, h_0, ..., h_{T-2}) as one (N·T, H) matrix, for dWh."""
+        N, T, H = hs.shape
+        return np.concatenate([h0[:, None, :], hs[:, :-1]], axis=1).reshape(N * T, H)
+
+
+class TimeRNN(_TimeRecurrent):
+    """Elman RNN over T steps: h_t = tanh(x_t Wx + h_{t-1} Wh + b).
+
+    Wx: (D, H), Wh: (H, H), b: (H,). forward: xs (N, T, D) -> hs (N, T, H).
+    """
+
+    def forward(self, xs):
+        _, Wh, _ = self.params
+        N, T, _ = xs.shape
+        h0 = self._initial_state(N, xs.dtype)
+        hs = self._input_projection(xs)        # becomes the outputs, step by step
+        h = h0
+        for t in range(T):
+            a = hs[:, t]
+            a += h @ Wh
+            h = np.tanh(a, out=a)
+        self.h = h
+        self.cache = (xs, h0, hs)
+        return hs
+
+    def backward(self, dhs):
+        _, Wh, _ = self.params
+        xs, h0, hs = self.cache
+        N, T, H = hs.shape
+        dA = np.empty_like(hs)
+        dh = np.zeros_like(h0)
+        for t in reversed(range(T)):
+            da = dA[:, t]
+            np.add(dhs[:, t], dh, out=da)
+            da *= 1 - hs[:, t] ** 2            # tanh' = 1 - h²
+            dh = da @ Wh.T
+        self.dh = dh
+        np.matmul(self._previous_states(h0, hs).T, dA.reshape(N * T, H), out=self.grads[1])
+        return self._input_gradients(xs, dA)
+
+
+class TimeLSTM(_TimeRecurrent):
+    """LSTM over T steps, gate blocks in the book's order f | g | i | o:
+
+        f = σ(x Wxf + h Whf + bf)      g = tanh(x Wxg + h Whg + bg)
+        i = σ(x Wxi + h Whi + bi)      o = σ(x Wxo + h Who + bo)
+        c' = f ⊙ c + g ⊙ i             h' = o ⊙ tanh(c')
+
+    Wx: (D, 4H), Wh: (H, 4H), b: (4H,). forward: xs (N, T, D) -> hs (N, T, H).
+    ``set_state(h, c=None)``; ``reset_state()`` clears both h and c.
+    """
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        super().__init__(Wx, Wh, b, stateful)
+        self.c = None
+        self.dc = None
+
+    def set_state(self, h, c=None):
+        self.h, self.c = h, c
+
+    def reset_state(self):
+        self.h, self.c = None, None
+
+    def forward(self, xs):
+        _, Wh, _ = self.params
+        N, T, _ = xs.shape
+        H = Wh.shape[0]
+        h0 = self._initial_state(N, xs.dtype)
+        c0 = self.c if (self.stateful and self.c is not None) else np.zeros_like(h0)
+        A = self._input_projection(xs)         # pre-activations, then gate values
+        hs = np.empty((N, T, H), dtype=xs.dtype)
+        cs = np.empty((N, T, H), dtype=xs.dtype)    # c_t
+        tcs = np.empty((N, T, H), dtype=xs.dtype)   # tanh(c_t)
+        h, c = h0, c0
+        for t in range(T):
+            a = A[:, t]
+            a += h @ Wh
+            f, g, i, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+            sigmoid(f, out=f)
+            np.tanh(g, out=g)
+            sigmoid(a[:, 2 * H:], out=a[:, 2 * H:])   # i and o together
+            c = np.multiply(f, c, out=cs[:, t])
+            c += g * i
+            tc = np.tanh(c, out=tcs[:, t])
+            h = np.multiply(o, tc, out=hs[:, t])
+        self.h, self.c = h, c
+        self.cache = (xs, h0, c0, A, hs, cs, tcs)
+        return hs
+
+    def backward(self, dhs):
+        _, Wh, _ = self.params
+        xs, h0, c0, A, hs, cs, tcs = self.cache
+        N, T, H = hs.shape
+        dA = np.empty_like(A)
+        dh = np.zeros_like(h0)
+        dc = np.zeros_like(c0)
+        for t in reversed(range(T)):
+            a = A[:, t]
+            f, g, i, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+            tc = tcs[:, t]
+            c_prev = c0 if t == 0 else cs[:, t - 1]
+            dh = dhs[:, t] + dh
+            ds = dc + dh * o * (1 - tc ** 2)
+            da = dA[:, t]
+            np.multiply(ds * c_prev, f * (1 - f), out=da[:, :H])
+            np.multiply(ds * i, 1 - g ** 2, out=da[:, H:2 * H])
+            np.multiply(ds * g, i * (1 - i), out=da[:, 2 * H:3 * H])
+            np.multiply(dh * tc, o * (1 - o), out=da[:, 3 * H:])
+            dc = ds * f
+            dh = da @ Wh.T
+        self.dh, self.dc = dh, dc
+        np.matmul(self._previous_states(h0, hs).T, dA.reshape(N * T, -1), out=self.grads[1])
+        return self._input_gradients(xs, dA)
+
+
+class TimeGRU(_TimeRecurrent):
+    """GRU over T steps, gate blocks z | r | h̃ stacked in Wx, Wh and b:
+
+        z  = σ(x Wxz + h Whz + bz)
+        r  = σ(x Wxr + h Whr + br)
+        h̃  = tanh(x Wxh + (r ⊙ h) Whh + bh)
+        h' = (1 − z) ⊙ h + z ⊙ h̃
+
+    Wx: (D, 3H), Wh: (H, 3H), b: (3H,). forward: xs (N, T, D) -> hs (N, T, H);
+    backward: dhs (N, T, H) -> dxs (N, T, D).
+
+    Per step the z and r gates share one product ``h [Whz | Whr]``; h̃ needs
+    ``(r ⊙ h) Whh`` after r is known, so that is the second product.
+    """
+
+    def forward(self, xs):
+        _, Wh, _ = self.params
+        N, T, _ = xs.shape
+        H = Wh.shape[0]
+        Whzr, Whh = Wh[:, :2 * H], Wh[:, 2 * H:]
+        h0 = self._initial_state(N, xs.dtype)
+        G = self._input_projection(xs)         # x Wx + b, overwritten by z | r | h̃
+        hs = np.empty((N, T, H), dtype=xs.dtype)
+        rhs = np.empty((N, T, H), dtype=xs.dtype)    # r ⊙ h_{t-1}, for dWhh
+        h = h0
+        for t in range(T):
+            g = G[:, t]
+            zr = g[:, :2 * H]
+            zr += h @ Whzr
+            sigmoid(zr, out=zr)
+            z, r, hh = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
+            rh = np.multiply(r, h, out=rhs[:, t])
+            hh += rh @ Whh
+            np.tanh(hh, out=hh)
+            h_next = np.subtract(hh, h, out=hs[:, t])   # h' = h + z ⊙ (h̃ − h)
+            h_next *= z
+            h_next += h
+            h = h_next
+        self.h = h
+        self.cache = (xs, h0, G, hs, rhs)
+        return hs
+
+    def backward(self, dhs):
+        _, Wh, _ = self.params
+        xs, h0, G, hs, rhs = self.cache
+        N, T, H = hs.shape
+        Whzr, Whh = Wh[:, :2 * H], Wh[:, 2 * H:]
+        dG = np.empty_like(G)                  # dz_pre | dr_pre | dh̃_pre per step
+        dh = np.zeros_like(h0)
+        for t in reversed(range(T)):
+            g = G[:, t]
+            z, r, hh = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
+            h_prev = h0 if t == 0 else hs[:, t - 1]
+            dh = dhs[:, t] + dh
+            dg = dG[:, t]
+            dz, dr, dhh = dg[:, :H], dg[:, H:2 * H], dg[:, 2 * H:]
+            np.multiply(dh * z, 1 - hh ** 2, out=dhh)           # through tanh
+            np.multiply(dh * (hh - h_prev), z * (1 - z), out=dz)  # through σ
+            drh = dhh @ Whh.T                                   # d(r ⊙ h_prev)
+            np.multiply(drh * h_prev, r * (1 - r), out=dr)
+            dh = dh * (1 - z) + drh * r + dg[:, :2 * H] @ Whzr.T
+        self.dh = dh
+        dG2 = dG.reshape(N * T, 3 * H)
+        np.matmul(self._previous_states(h0, hs).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
+        np.matmul(rhs.reshape(N * T, H).T, dG2[:, 2 * H:], out=self.grads[1][:, 2 * H:])
+        return self._input_gradients(xs, dG)
+
+
+class TimeEmbedding(Embedding):
+    """Word vectors for a whole batch: out[n, t] = W[xs[n, t]].
+
+    W: (V, D); xs: (N, T) ids -> (N, T, D). Backward scatter-adds into dW
+    (repeated ids add up); see :class:`common.layers.Embedding`.
+    """
+
+
+class TimeAffine:
+    """out = x W + b at every step. x: (N, T, D), W: (D, M), b: (M,) -> (N, T, M).
+
+    ``W`` may be a transposed view of another parameter (weight tying); the
+    gradient is then written straight into the transposed view of that
+    parameter's gradient, in whichever memory order it has.
+    """
+
+    def __init__(self, W, b):
+        self.params = [W, b]
+        self.grads = [np.zeros_like(W), np.zeros_like(b)]
+        self.x = None
+
+    def forward(self, x):
+        W, b = self.params
+        N, T, D = x.shape
+        self.x = x
+        out = x.reshape(N * T, D) @ W
+        out += b
+        return out.reshape(N, T, -1)
+
+    def backward(self, dout):
+        W, b = self.params
+        N, T, D = self.x.shape
+        dout = dout.reshape(N * T, -1)
+        np.matmul(self.x.reshape(N * T, D).T, dout, out=self.grads[0])
+        dout.sum(axis=0, out=self.grads[1])
+        return (dout @ W.T).reshape(N, T, D)
+
+
+class TimeSoftmaxWithLoss:
+    """Mean cross-entropy over all (n, t) whose label is not ``ignore_label``.
+
+    xs: (N, T, V) scores, ts: (N, T) ids (or (N, T, V) one-hot). Returns the
+    loss as a 0-d array of the backend (read it with float() when needed).
+
+        loss = -(1/|M|) Σ_{(n,t)∈M} log softmax(xs[n, t])[ts[n, t]]
+        dxs  = (softmax(xs) - onehot(ts)) / |M|   on M, 0 elsewhere
+
+    log softmax is computed as x - max - log Σ exp(x - max): no overflow, and
+    the probabilities kept for backward are the only (N·T, V) buffer made.
+    """
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.cache = None
+        self.ignore_label = -1
+
+    def forward(self, xs, ts):
+        N, T, V = xs.shape
+        ts = np.asarray(ts)
+        if ts.ndim == 3:  # one-hot labels
+            ts = ts.argmax(axis=2)
+        t = ts.reshape(N * T)
+        mask = t != self.ignore_label
+        t = np.where(mask, t, 0)               # any valid column for ignored rows
+        rows = np.arange(N * T)
+
+        y = xs.reshape(N * T, V)
+        y = y - y.max(axis=1, keepdims=True)   # the one (N·T, V) buffer
+        target = y[rows, t]
+        np.exp(y, out=y)
+        s = y.sum(axis=1)
+        y *= (1 / s)[:, None]                  # probabilities, kept for backward
+        nll = np.log(s) - target               # -log softmax(x)[t]
+        count = np.maximum(mask.sum(), 1)
+        loss = (nll * mask).sum() / count
+        self.cache = (y, t, rows, mask, count, (N, T, V))
+        return loss
+
+    def backward(self, dout=1):
+        y, t, rows, mask, count, shape = self.cache
+        self.cache = None
+        dx = y                                  # reuse the probabilities in place
+        dx[rows, t] -= 1
+        dx *= (mask * (dout / count)).astype(dx.dtype)[:, None]
+        return dx.reshape(shape)
+
+
+class TimeDropout:
+    """Inverted dropout over a whole sequence: out = xs ⊙ m / (1 - p) while
+    ``train_flg`` is true, out = xs otherwise. m ~ Bernoulli(1 - p), drawn on
+    the backend (see :func:`common.np.seed`)."""
+
+    def __init__(self, dropout_ratio=0.5):
+        self.params, self.grads = [], []
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+        self.train_flg = True
+
+    def forward(self, xs):
+        if not self.train_flg or self.dropout_ratio == 0:
+            self.mask = None
+            return xs
+        self.mask = dropout_mask(xs.shape, self.dropout_ratio, xs.dtype)
+        return xs * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask

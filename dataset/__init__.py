@@ -1,0 +1,1 @@
+"""Corpora: PTB (word level) and character corpora."""

@@ -1,0 +1,113 @@
+"""Gradients against PyTorch autograd (float64), when PyTorch is installed."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+from common import np as backend  # noqa: E402
+from common.time_layers import TimeGRU, TimeLSTM, TimeSoftmaxWithLoss  # noqa: E402
+from ch_gru.better_rnnlm import BetterRnnlm  # noqa: E402
+
+
+def T(a, grad=True):
+    return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
+
+
+def torch_gru(xs, Wx, Wh, b, h):
+    """The GUIDE's GRU equations in torch (z | r | h̃ blocks)."""
+    H = Wh.shape[0]
+    out = []
+    for t in range(xs.shape[1]):
+        a = xs[:, t] @ Wx + b
+        z = torch.sigmoid(a[:, :H] + h @ Wh[:, :H])
+        r = torch.sigmoid(a[:, H:2 * H] + h @ Wh[:, H:2 * H])
+        hh = torch.tanh(a[:, 2 * H:] + (r * h) @ Wh[:, 2 * H:])
+        h = (1 - z) * h + z * hh
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+def test_gru_against_torch_autograd(rng):
+    N, Tn, D, H = 3, 6, 4, 5
+    Wx, Wh, b = rng.standard_normal((D, 3 * H)) * .5, rng.standard_normal((H, 3 * H)) * .5, rng.standard_normal(3 * H)
+    xs, h0, dhs = rng.standard_normal((N, Tn, D)), rng.standard_normal((N, H)), rng.standard_normal((N, Tn, H))
+    layer = TimeGRU(Wx, Wh, b, stateful=True)
+    layer.set_state(h0)
+    hs = layer.forward(xs)
+    dxs = layer.backward(dhs)
+
+    tWx, tWh, tb, txs, th0 = T(Wx), T(Wh), T(b), T(xs), T(h0)
+    ths = torch_gru(txs, tWx, tWh, tb, th0)
+    (ths * T(dhs, False)).sum().backward()
+    np.testing.assert_allclose(hs, ths.detach().numpy(), rtol=1e-12, atol=1e-14)
+    for mine, ref in [(dxs, txs), (layer.dh, th0), *zip(layer.grads, (tWx, tWh, tb))]:
+        np.testing.assert_allclose(mine, ref.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_lstm_against_torch_nn_lstm(rng):
+    """torch.nn.LSTM has the same equations with gate blocks i | f | g | o."""
+    N, Tn, D, H = 2, 5, 3, 4
+    Wx, Wh, b = rng.standard_normal((D, 4 * H)) * .5, rng.standard_normal((H, 4 * H)) * .5, rng.standard_normal(4 * H)
+    xs, dhs = rng.standard_normal((N, Tn, D)), rng.standard_normal((N, Tn, H))
+    layer = TimeLSTM(Wx, Wh, b)
+    hs = layer.forward(xs)
+    dxs = layer.backward(dhs)
+
+    order = np.r_[2 * H:3 * H, 0:H, H:2 * H, 3 * H:4 * H]   # ours f|g|i|o -> torch i|f|g|o
+    lstm = torch.nn.LSTM(D, H, batch_first=True).double()
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.tensor(Wx[:, order].T))
+        lstm.weight_hh_l0.copy_(torch.tensor(Wh[:, order].T))
+        lstm.bias_ih_l0.copy_(torch.tensor(b[order]))
+        lstm.bias_hh_l0.zero_()
+    txs = T(xs)
+    ths, _ = lstm(txs)
+    (ths * T(dhs, False)).sum().backward()
+    np.testing.assert_allclose(hs, ths.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dxs, txs.grad.numpy(), rtol=1e-10, atol=1e-12)
+    inverse = np.argsort(order)
+    np.testing.assert_allclose(layer.grads[0], lstm.weight_ih_l0.grad.numpy().T[:, inverse], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.grads[1], lstm.weight_hh_l0.grad.numpy().T[:, inverse], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.grads[2], lstm.bias_ih_l0.grad.numpy()[inverse], rtol=1e-10, atol=1e-12)
+
+
+def test_softmax_loss_against_torch_cross_entropy(rng):
+    N, Tn, V = 3, 5, 9
+    xs = rng.standard_normal((N, Tn, V)) * 3
+    ts = rng.integers(0, V, (N, Tn))
+    ts[1, 2] = ts[2, 0] = -1
+    layer = TimeSoftmaxWithLoss()
+    loss = float(layer.forward(xs, ts))
+    dxs = layer.backward()
+    txs = T(xs)
+    tl = torch.nn.functional.cross_entropy(txs.reshape(-1, V), torch.tensor(ts.reshape(-1)), ignore_index=-1)
+    tl.backward()
+    assert loss == pytest.approx(tl.item(), rel=1e-12)
+    np.testing.assert_allclose(dxs, txs.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_whole_model_against_torch(rng):
+    """BetterRnnlm's loss and every gradient (tied weight included), with the
+    dropout masks our layers drew applied to the torch graph."""
+    V, D = 13, 6
+    np.random.seed(5)
+    model = BetterRnnlm(V, D, D, dropout_ratio=0.5, dtype='float64')
+    xs, ts = rng.integers(0, V, (2, 4)), rng.integers(0, V, (2, 4))
+    for _ in range(2):  # second window: carried state
+        backend.seed(1)
+        loss = float(model.forward(xs, ts))
+    model.backward()
+
+    E, Wx1, Wh1, b1, Wx2, Wh2, b2, bo = [T(p) for p in model.params]
+    masks = [T(d.mask, False) for d in model.dropouts]
+    h1 = T(model.rnn_layers[0].cache[1], False)     # the states carried into the second window
+    h2 = T(model.rnn_layers[1].cache[1], False)
+    h = E[torch.tensor(xs)] * masks[0]
+    h = torch_gru(h, Wx1, Wh1, b1, h1) * masks[1]
+    h = torch_gru(h, Wx2, Wh2, b2, h2) * masks[2]
+    score = h @ E.T + bo
+    tl = torch.nn.functional.cross_entropy(score.reshape(-1, V), torch.tensor(ts.reshape(-1)))
+    tl.backward()
+    assert loss == pytest.approx(tl.item(), rel=1e-12)
+    for i, (mine, ref) in enumerate(zip(model.grads, (E, Wx1, Wh1, b1, Wx2, Wh2, b2, bo))):
+        np.testing.assert_allclose(mine, ref.grad.numpy(), rtol=1e-9, atol=1e-13, err_msg=f'param {i}')
