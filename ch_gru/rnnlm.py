@@ -96,6 +96,28 @@ class Rnnlm(BaseModel):
             layer.reset_state()
 
 
+def load_model(path, dtype=None):
+    """Rebuild the model saved in ``path`` (by ``save_params``) from the options
+    stored with it and load its parameters. Returns ``(model, meta)``;
+    ``meta['vocab']``, when the file has one, lists the tokens in id order."""
+    from common.errors import CheckpointError
+    from common.fileio import load_npz
+    arrays, meta = load_npz(path, kind='model file')
+    config = dict(meta.get('config') or {})
+    if not {'vocab_size', 'wordvec_size', 'hidden_size'} <= set(config):
+        raise CheckpointError(f"{path} does not say which model it holds (no options in it): "
+                              f"use a file written by save_params of this framework")
+    if dtype is not None:
+        config['dtype'] = dtype
+    try:
+        model = Rnnlm(**config)
+    except (TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{path} holds options this framework cannot build ({exc}): "
+                              f"use a file written by save_params of this framework") from None
+    model.set_params_from_host(arrays, meta, source=path)
+    return model, meta
+
+
 def check_model_options(V, D, H, L, dropout_ratio, cell, tie_weights, dtype):
     for name, value in (('vocab_size', V), ('wordvec_size', D), ('hidden_size', H), ('num_layers', L)):
         if not isinstance(value, (int, numpy.integer)) or value < 1:

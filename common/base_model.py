@@ -35,15 +35,21 @@ class BaseModel:
         """name -> NumPy copy of each parameter, in ``params`` order."""
         return {f'param_{i:03d}': backend.asnumpy(p) for i, p in enumerate(self.params)}
 
-    def params_meta(self):
-        return {'format': PARAMS_FORMAT, 'model': self.__class__.__name__, 'config': self.config,
+    def params_meta(self, vocab=None):
+        meta = {'format': PARAMS_FORMAT, 'model': self.__class__.__name__, 'config': self.config,
                 'shapes': [list(p.shape) for p in self.params]}
+        if vocab is not None:
+            meta['vocab'] = list(vocab)
+        return meta
 
-    def save_params(self, file_name=None):
+    def save_params(self, file_name=None, vocab=None):
         """Write the parameters to ``file_name`` (default ``<ClassName>.npz``),
-        atomically, as float arrays plus the model's name, options and shapes."""
+        atomically, as float arrays plus the model's name, options and shapes,
+        and ``vocab`` (the tokens in id order) when given, so that the file
+        alone is enough to rebuild the model and read its output
+        (:func:`ch_gru.rnnlm.load_model`)."""
         file_name = file_name or self.__class__.__name__ + '.npz'
-        save_npz(file_name, self.params_to_host(), self.params_meta())
+        save_npz(file_name, self.params_to_host(), self.params_meta(vocab))
         return file_name
 
     def load_params(self, file_name=None):

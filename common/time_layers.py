@@ -10,7 +10,8 @@ The recurrent layers (TimeRNN, TimeLSTM, TimeGRU) share one structure:
 
 There are no per-step layer objects. ``stateful=True`` carries the last hidden
 state into the next ``forward`` call (truncated BPTT); ``reset_state()`` drops
-it. The dtype of the weights (float32 normally, float64 for gradient checks)
+it, and so does a call with another batch size (e.g. evaluation after
+training), which starts from zeros. The dtype of the weights (float32 normally, float64 for gradient checks)
 is the dtype of every buffer.
 """
 from common.np import *  # noqa: F401,F403
@@ -35,11 +36,15 @@ class _TimeRecurrent:
     def reset_state(self):
         self.h = None
 
+    def _carried(self, state, N):
+        """``state`` if it should carry into a batch of N rows, else None."""
+        if self.stateful and state is not None and state.shape[0] == N:
+            return state
+        return None
+
     def _initial_state(self, N, dtype):
-        H = self.params[1].shape[0]
-        if not self.stateful or self.h is None:
-            return np.zeros((N, H), dtype=dtype)
-        return self.h
+        h = self._carried(self.h, N)
+        return np.zeros((N, self.params[1].shape[0]), dtype=dtype) if h is None else h
 
     def _input_projection(self, xs):
         """A[:, t] = x_t Wx + b for all t in one product: (N, T, G·H)."""
@@ -128,7 +133,8 @@ class TimeLSTM(_TimeRecurrent):
         N, T, _ = xs.shape
         H = Wh.shape[0]
         h0 = self._initial_state(N, xs.dtype)
-        c0 = self.c if (self.stateful and self.c is not None) else np.zeros_like(h0)
+        c0 = self._carried(self.c, N)
+        c0 = np.zeros_like(h0) if c0 is None else c0
         A = self._input_projection(xs)         # pre-activations, then gate values
         hs = np.empty((N, T, H), dtype=xs.dtype)
         cs = np.empty((N, T, H), dtype=xs.dtype)    # c_t

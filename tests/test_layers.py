@@ -132,6 +132,15 @@ def test_gradient_wrt_carried_state(rng, Layer, gates):
         assert_close(grads[i], numerical_gradient(loss, p), f'param {i}')
 
 
+@pytest.mark.parametrize('Layer,gates', RECURRENT)
+def test_state_of_another_batch_size_is_dropped(rng, Layer, gates):
+    params = [randn(rng, 3, gates * 4), randn(rng, 4, gates * 4), randn(rng, gates * 4)]
+    layer = Layer(*params, stateful=True)
+    layer.forward(randn(rng, 2, 3, 3))
+    xs = randn(rng, 5, 3, 3)
+    np.testing.assert_array_equal(layer.forward(xs), Layer(*params).forward(xs))
+
+
 def test_stateless_layer_ignores_state(rng):
     layer = TimeGRU(randn(rng, 3, 12), randn(rng, 4, 12), randn(rng, 12))
     xs = randn(rng, 2, 3, 3)

@@ -134,3 +134,14 @@ def test_load_params_refuses_pickles_and_garbage(tmp_path):
 def test_bad_model_options(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         BetterRnnlm(**{**dict(vocab_size=10, wordvec_size=5, hidden_size=5), **kwargs})
+
+
+def test_load_model_rebuilds_from_the_file(tmp_path, rng):
+    from ch_gru.rnnlm import load_model
+    model = small_model('lstm')
+    vocab = [f'w{i}' for i in range(11)]
+    path = model.save_params(str(tmp_path / 'm.npz'), vocab=vocab)
+    other, meta = load_model(path)
+    assert meta['vocab'] == vocab and other.config == model.config
+    xs = rng.integers(0, 11, (2, 3))
+    np.testing.assert_array_equal(other.predict(xs), model.predict(xs))

@@ -1,0 +1,103 @@
+"""RnnlmTrainer: truncated BPTT over one long corpus, as in the book."""
+import math
+import time
+
+import numpy
+
+from common.np import *  # noqa: F401,F403
+from common import np as backend
+from common.errors import DataError
+from common.progress import progress, write
+from common.util import clip_grads, window_indices
+
+
+class RnnlmTrainer:
+    """Train a language model with truncated backpropagation through time.
+
+    Batching follows the book: row i of every batch starts at offset
+    ``i * (len(xs) // batch_size)`` and all rows advance together,
+    ``time_size`` tokens per iteration, so the stateful layers see each row
+    as one continuous stream. ``fit`` starts at the beginning of the corpus
+    (time index 0), like the book's.
+
+    After ``fit``: ``ppl_list`` holds the perplexity of every report window,
+    ``epoch_ppl`` the training perplexity of the last epoch, and
+    ``tokens_per_sec`` its throughput.
+    """
+
+    def __init__(self, model, optimizer):
+        self.model = model
+        self.optimizer = optimizer
+        self.time_idx = None
+        self.ppl_list = None
+        self.eval_interval = None
+        self.current_epoch = 0
+        self.epoch_ppl = None
+        self.tokens_per_sec = None
+
+    def get_batch(self, x, t, batch_size, time_size):
+        """(batch_size, time_size) inputs and targets at the current time index."""
+        data_size = len(x)
+        offsets = np.arange(batch_size) * (data_size // batch_size)
+        idx = window_indices(offsets, self.time_idx, time_size, data_size)
+        self.time_idx += time_size
+        return x[idx], t[idx]
+
+    def fit(self, xs, ts, max_epoch=10, batch_size=20, time_size=35, max_grad=None, eval_interval=20):
+        """Train for ``max_epoch`` passes over (xs, ts), 1-D id arrays with
+        ts[i] the token after xs[i]. Clips the global gradient norm to
+        ``max_grad`` when given. Every ``eval_interval`` iterations prints
+        ``| epoch 1 | iter 21 / 1327 | time 12[s] | perplexity 812.33 | 1234 tok/s``."""
+        data_size = len(xs)
+        max_iters = data_size // (batch_size * time_size)
+        if max_iters < 1:
+            raise DataError(f"corpus of {data_size} tokens is too short for batch_size={batch_size} x "
+                            f"time_size={time_size}: it needs at least {batch_size * time_size + 1} tokens; "
+                            f"use a smaller --batch-size/--time-size or a longer corpus")
+        xs, ts = backend.asarray(xs), backend.asarray(ts)   # one host-to-device copy per fit
+        self.time_idx = 0
+        self.ppl_list = []
+        self.eval_interval = eval_interval
+        model, optimizer = self.model, self.optimizer
+        tokens = batch_size * time_size
+        start_time = time.time()
+
+        for _ in range(max_epoch):
+            # Losses stay backend scalars until a report reads them: on the GPU
+            # the loop never waits for the device.
+            total_loss, loss_count = 0, 0
+            epoch_loss = 0
+            epoch_start = time.time()
+            steps = progress(range(max_iters), total=max_iters, desc=f'epoch {self.current_epoch + 1}',
+                             unit='batch')
+            for iters in steps:
+                batch_x, batch_t = self.get_batch(xs, ts, batch_size, time_size)
+                loss = model.forward(batch_x, batch_t)
+                model.backward()
+                if max_grad is not None:
+                    clip_grads(model.grads, max_grad)
+                optimizer.update(model.params, model.grads)
+                total_loss += loss
+                epoch_loss += loss
+                loss_count += 1
+
+                if eval_interval and iters % eval_interval == 0:
+                    ppl = math.exp(float(total_loss) / loss_count)
+                    elapsed = time.time() - start_time
+                    rate = (iters + 1) * tokens / max(time.time() - epoch_start, 1e-9)
+                    write('| epoch %d | iter %d / %d | time %d[s] | perplexity %.2f | %.0f tok/s'
+                          % (self.current_epoch + 1, iters + 1, max_iters, elapsed, ppl, rate))
+                    self.ppl_list.append(float(ppl))
+                    total_loss, loss_count = 0, 0
+
+            self.epoch_ppl = math.exp(float(epoch_loss) / max_iters)
+            self.tokens_per_sec = max_iters * tokens / max(time.time() - epoch_start, 1e-9)
+            self.current_epoch += 1
+
+    def plot(self, path=None, ylim=None):
+        """Plot ``ppl_list``. With ``path`` write a PNG there (works without a
+        display) and return the path; without it show the figure."""
+        from common.plotting import line_plot
+        x = numpy.arange(len(self.ppl_list))
+        xlabel = 'iterations (x' + str(self.eval_interval) + ')'
+        return line_plot({'train': (x, self.ppl_list)}, xlabel, 'perplexity', path=path, ylim=ylim)

@@ -1,0 +1,154 @@
+"""RnnlmTrainer, eval_perplexity and clip_grads on hand-checkable inputs."""
+import math
+
+import numpy as np
+import pytest
+
+from common.errors import DataError
+from common.optimizer import SGD, Adam
+from common.trainer import RnnlmTrainer
+from common.util import clip_grads, eval_perplexity, window_indices
+from ch_gru.rnnlm import Rnnlm
+
+
+class Recorder:
+    """A 'model' that records its batches and returns a fixed loss."""
+
+    def __init__(self, loss):
+        self.loss = loss
+        self.batches = []
+        self.params, self.grads = [np.zeros(2)], [np.zeros(2)]
+
+    def forward(self, xs, ts, train_flg=True):
+        self.batches.append((xs.copy(), ts.copy(), train_flg))
+        return self.loss
+
+    def backward(self, dout=1):
+        pass
+
+
+def test_get_batch_follows_the_book():
+    xs = np.arange(100)
+    trainer = RnnlmTrainer(Recorder(0.0), SGD(0.1))
+    trainer.time_idx = 0
+    bx, bt = trainer.get_batch(xs, xs + 1000, batch_size=4, time_size=5)
+    np.testing.assert_array_equal(bx, [[0, 1, 2, 3, 4], [25, 26, 27, 28, 29], [50, 51, 52, 53, 54],
+                                       [75, 76, 77, 78, 79]])
+    np.testing.assert_array_equal(bt, bx + 1000)
+    for _ in range(4):
+        bx, _ = trainer.get_batch(xs, xs, batch_size=4, time_size=5)
+    # the fifth window of row 3 wraps around the end of the corpus
+    np.testing.assert_array_equal(bx[3], [95, 96, 97, 98, 99])
+    bx, _ = trainer.get_batch(xs, xs, batch_size=4, time_size=5)
+    np.testing.assert_array_equal(bx[3], [0, 1, 2, 3, 4])
+
+
+def book_get_batch(x, t, batch_size, time_size, time_idx):
+    """The book's double loop, for comparison."""
+    data_size = len(x)
+    jump = data_size // batch_size
+    offsets = [i * jump for i in range(batch_size)]
+    bx = np.empty((batch_size, time_size), dtype='i')
+    bt = np.empty((batch_size, time_size), dtype='i')
+    for time in range(time_size):
+        for i, offset in enumerate(offsets):
+            bx[i, time] = x[(offset + time_idx) % data_size]
+            bt[i, time] = t[(offset + time_idx) % data_size]
+        time_idx += 1
+    return bx, bt
+
+
+def test_get_batch_equals_the_book_double_loop(rng):
+    corpus = rng.integers(0, 50, 997)
+    xs, ts = corpus[:-1], corpus[1:]
+    trainer = RnnlmTrainer(Recorder(0.0), SGD(0.1))
+    trainer.time_idx = 0
+    for step in range(30):
+        ours = trainer.get_batch(xs, ts, 7, 11)
+        book = book_get_batch(xs, ts, 7, 11, step * 11)
+        np.testing.assert_array_equal(ours[0], book[0])
+        np.testing.assert_array_equal(ours[1], book[1])
+
+
+def test_eval_perplexity_windows_and_value():
+    corpus = np.arange(101)
+    model = Recorder(math.log(7.0))
+    ppl = eval_perplexity(model, corpus, batch_size=2, time_size=10)
+    assert ppl == pytest.approx(7.0)
+    assert len(model.batches) == 5                  # (101 - 1) // (2 * 10)
+    xs, ts, train_flg = model.batches[1]
+    np.testing.assert_array_equal(xs, [np.arange(10, 20), np.arange(60, 70)])   # jump = 50
+    np.testing.assert_array_equal(ts, xs + 1)
+    assert train_flg is False
+
+
+def test_eval_perplexity_too_short_corpus():
+    with pytest.raises(DataError, match='too short'):
+        eval_perplexity(Recorder(0.0), np.arange(20), batch_size=10, time_size=35)
+
+
+def uniform_model(V=7):
+    np.random.seed(0)
+    model = Rnnlm(V, 4, 4, num_layers=2, dropout_ratio=0.0, dtype='float64')
+    for p in model.params:
+        p[...] = 0      # zero weights: every prediction is uniform over V words
+    return model
+
+
+def test_trainer_perplexity_of_a_uniform_model(capsys):
+    V = 7
+    model = uniform_model(V)
+    corpus = np.random.default_rng(0).integers(0, V, 201)
+    trainer = RnnlmTrainer(model, SGD(0.0))
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=2, batch_size=2, time_size=5, eval_interval=4)
+    assert trainer.ppl_list == pytest.approx([V] * len(trainer.ppl_list))
+    assert len(trainer.ppl_list) == 2 * 5          # 20 iterations, a report at 0, 4, ..., 16
+    assert trainer.epoch_ppl == pytest.approx(V)
+    assert eval_perplexity(model, corpus, batch_size=4, time_size=5) == pytest.approx(V)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith('| epoch 1 | iter 1 / 20 | time 0[s] | perplexity 7.00 | ')
+    assert lines[0].endswith(' tok/s')
+    assert lines[-1].startswith('| epoch 2 | iter 17 / 20 |')
+
+
+def test_trainer_learns_a_repeating_pattern():
+    np.random.seed(0)
+    model = Rnnlm(5, 8, 8, num_layers=1, dropout_ratio=0.0)
+    corpus = np.tile(np.arange(5), 200)
+    trainer = RnnlmTrainer(model, Adam(0.05))
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=5, batch_size=4, time_size=10, max_grad=5.0,
+                eval_interval=0)
+    assert trainer.epoch_ppl < 1.1
+    model.reset_state()
+    assert eval_perplexity(model, corpus, batch_size=2, time_size=10) < 1.1
+
+
+def test_trainer_rejects_a_corpus_shorter_than_one_batch():
+    with pytest.raises(DataError, match='at least 701 tokens'):
+        RnnlmTrainer(uniform_model(), SGD(1.0)).fit(np.zeros(500, int), np.zeros(500, int))
+
+
+def test_trainer_plot_writes_png(tmp_path):
+    trainer = RnnlmTrainer(uniform_model(), SGD(0.0))
+    corpus = np.zeros(101, dtype=int)
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=1)
+    path = trainer.plot(str(tmp_path / 'ppl.png'))
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_clip_grads(rng):
+    grads = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    norm = np.sqrt(sum((g ** 2).sum() for g in grads))
+    before = [g.copy() for g in grads]
+    assert float(clip_grads(grads, 2 * norm)) == pytest.approx(norm)
+    for g, b in zip(grads, before):
+        np.testing.assert_array_equal(g, b)             # under the limit: untouched
+    clip_grads(grads, norm / 4)
+    assert np.sqrt(sum((g ** 2).sum() for g in grads)) == pytest.approx(norm / 4, rel=1e-5)
+    np.testing.assert_allclose(grads[0] / before[0], grads[1][0] / before[1][0])   # direction kept
+
+
+def test_window_indices_wrap():
+    idx = window_indices(np.array([0, 8]), 1, 3, 10)
+    np.testing.assert_array_equal(idx, [[1, 2, 3], [9, 0, 1]])
