@@ -17,8 +17,12 @@ def rng():
     return np.random.default_rng(1234)
 
 
+IN_CI = os.environ.get('CI', '').lower() == 'true'
+
+
 @pytest.fixture
 def shared_data():
+    """The real corpora; skipped on a machine without them, a failure in CI."""
     if not os.path.isdir(os.path.join(SHARED_DATA, 'ptb')):
-        pytest.skip(f'real corpora not found at {SHARED_DATA}')
+        (pytest.fail if IN_CI else pytest.skip)(f'real corpora not found at {SHARED_DATA}')
     return os.path.abspath(SHARED_DATA)

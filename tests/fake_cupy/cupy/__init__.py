@@ -1,0 +1,197 @@
+"""A stand-in for CuPy, for testing the GPU code path on machines without a GPU.
+
+Arrays live in host memory but behave like device arrays in the ways that
+matter for host/device bugs:
+
+* mixing one with a plain NumPy array (arithmetic, ufuncs, functions,
+  indexing with host indices, assigning host arrays into it) raises TypeError;
+* implicit conversion to NumPy (``numpy.asarray(x)``) raises TypeError, as
+  CuPy does; ``x.get()`` and ``cupy.asnumpy(x)`` are the explicit ways;
+* reductions return 0-d arrays, not Python scalars.
+
+Everything else is delegated to NumPy, so results are bit-identical to the
+NumPy backend with the same seeds.
+"""
+import numpy as _np
+
+__version__ = '0.0-fake'
+_IMPLICIT = ('Implicit conversion to a NumPy array is not allowed. '
+             'Please use `.get()` to construct a NumPy array explicitly.')
+
+
+def _unwrap(x, what='argument'):
+    """NumPy view of a fake device array; refuse host arrays."""
+    if isinstance(x, ndarray):
+        return x._a
+    if isinstance(x, _np.ndarray):
+        raise TypeError(f'fake cupy: a host numpy.ndarray was passed as {what} where a device array '
+                        f'is needed (shape {x.shape}); transfer it with cupy.asarray first')
+    if isinstance(x, (list, tuple)):
+        return type(x)(_unwrap(v, what) for v in x)
+    if isinstance(x, dict):
+        return {k: _unwrap(v, what) for k, v in x.items()}
+    return x
+
+
+def _wrap(x):
+    if isinstance(x, _np.ndarray):
+        return ndarray(x)
+    if isinstance(x, _np.generic):
+        return ndarray(_np.asarray(x))
+    if isinstance(x, tuple):
+        return tuple(_wrap(v) for v in x)
+    if isinstance(x, list):
+        return [_wrap(v) for v in x]
+    return x
+
+
+def _call(fn, args, kwargs, what='argument'):
+    return _wrap(fn(*_unwrap(args, what), **_unwrap(kwargs, what)))
+
+
+class ndarray:
+    __slots__ = ('_a',)
+
+    def __init__(self, a):
+        self._a = a
+
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    strides = property(lambda self: self._a.strides)
+    itemsize = property(lambda self: self._a.itemsize)
+    nbytes = property(lambda self: self._a.nbytes)
+    flags = property(lambda self: self._a.flags)
+    T = property(lambda self: ndarray(self._a.T))
+
+    @property
+    def base(self):
+        return None if self._a.base is None else ndarray(self._a.base)
+
+    def get(self):
+        return self._a.copy()
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError(_IMPLICIT)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _call(getattr(ufunc, method), inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _call(func, args, kwargs)
+
+    def __getitem__(self, key):
+        return _wrap(self._a[_unwrap(key, 'an index')])
+
+    def __setitem__(self, key, value):
+        self._a[_unwrap(key, 'an index')] = _unwrap(value, 'the assigned value')
+
+    def __getattr__(self, name):
+        if name.startswith('__'):       # no __array_interface__ & co: no silent host views
+            raise AttributeError(name)
+        attr = getattr(self._a, name)
+        if callable(attr):
+            return lambda *args, **kwargs: _call(attr, args, kwargs)
+        return _wrap(attr)
+
+    def __len__(self):
+        return len(self._a)
+
+    def __iter__(self):
+        return (_wrap(v) for v in self._a)
+
+    def __repr__(self):
+        return 'fake_cupy.' + repr(self._a)
+
+    def __float__(self):
+        return float(self._a)
+
+    def __int__(self):
+        return int(self._a)
+
+    def __bool__(self):
+        return bool(self._a)
+
+    def __index__(self):
+        return self._a.__index__()
+
+    def __hash__(self):
+        return id(self)
+
+
+def _binary(name):
+    def method(self, *args):
+        return _wrap(getattr(self._a, name)(*_unwrap(args, 'an operand')))
+    return method
+
+
+def _inplace(name):
+    def method(self, other):
+        getattr(self._a, name)(_unwrap(other, 'an operand'))
+        return self
+    return method
+
+
+for _name in ('add', 'sub', 'mul', 'truediv', 'floordiv', 'mod', 'pow', 'matmul', 'and', 'or', 'xor',
+              'lshift', 'rshift'):
+    setattr(ndarray, f'__{_name}__', _binary(f'__{_name}__'))
+    setattr(ndarray, f'__r{_name}__', _binary(f'__r{_name}__'))
+    setattr(ndarray, f'__i{_name}__', _inplace(f'__i{_name}__'))
+for _name in ('lt', 'le', 'gt', 'ge', 'eq', 'ne', 'neg', 'pos', 'abs', 'invert'):
+    setattr(ndarray, f'__{_name}__', _binary(f'__{_name}__'))
+
+
+class _Ufunc:
+    def __init__(self, uf):
+        self._uf = uf
+        self.__name__ = uf.__name__
+
+    def __call__(self, *args, **kwargs):
+        return _call(self._uf, args, kwargs)
+
+    def __getattr__(self, name):        # reduce, at, outer, ...
+        method = getattr(self._uf, name)
+        if callable(method):
+            return lambda *args, **kwargs: _call(method, args, kwargs)
+        return method
+
+
+def asarray(a, dtype=None, order=None):
+    if isinstance(a, ndarray):
+        return a if dtype is None or a.dtype == dtype else ndarray(a._a.astype(dtype))
+    return ndarray(_np.array(a, dtype=dtype, order=order, copy=True))   # host -> "device" copy
+
+
+def array(a, dtype=None, copy=True, order='K'):
+    if isinstance(a, ndarray):
+        return ndarray(_np.array(a._a, dtype=dtype, copy=copy, order=order))
+    return ndarray(_np.array(a, dtype=dtype, order=order, copy=True))
+
+
+def asnumpy(a):
+    return a._a.copy() if isinstance(a, ndarray) else _np.asarray(a)
+
+
+def get_array_module(*args):
+    import sys
+    return sys.modules[__name__]
+
+
+def fuse(*args, **kwargs):
+    """cupy.fuse compiles a kernel; here the Python function runs as is."""
+    if args and callable(args[0]):
+        return args[0]
+    return lambda f: f
+
+
+from cupy import cuda, random  # noqa: E402,F401
+
+
+def __getattr__(name):
+    attr = getattr(_np, name)
+    if isinstance(attr, _np.ufunc):
+        return _Ufunc(attr)
+    if isinstance(attr, type) or not callable(attr):
+        return attr                      # dtypes, constants (float32, newaxis, pi)
+    return lambda *args, **kwargs: _call(attr, args, kwargs)

@@ -1,0 +1,92 @@
+"""The backend switch, and the GPU code path exercised without a GPU."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FAKE_CUPY = os.path.join(HERE, 'fake_cupy')
+
+
+def run_python(code_or_file, env_extra, *args, fake_cupy=False):
+    env = dict(os.environ, **env_extra)
+    env.pop('DLFS_GPU', None) if 'DLFS_GPU' not in env_extra else None
+    if fake_cupy:
+        env['PYTHONPATH'] = FAKE_CUPY + os.pathsep + env.get('PYTHONPATH', '')
+    cmd = [sys.executable, code_or_file, *args] if code_or_file.endswith('.py') else \
+        [sys.executable, '-c', code_or_file, *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_gpu_off_gives_numpy():
+    import numpy
+    from common.np import np
+    from common import config
+    assert not config.GPU
+    assert np is numpy
+
+
+def test_gpu_on_without_cupy_is_a_clear_error(tmp_path):
+    # An empty directory first on the path hides nothing; make sure 'cupy' cannot import.
+    blocker = tmp_path / 'cupy.py'
+    blocker.write_text("raise ImportError('No module named cupy')\n")
+    r = run_python('import common.np', {'DLFS_GPU': '1', 'PYTHONPATH': str(tmp_path)})
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert 'BackendError' in last and 'CuPy' in last and 'pip install' in last
+
+
+def test_gpu_flag_without_cupy_in_script_is_one_line(tmp_path):
+    (tmp_path / 'cupy.py').write_text("raise ImportError('No module named cupy')\n")
+    r = run_python(os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py'), {'PYTHONPATH': str(tmp_path)},
+                   '--gpu', '--out-dir', str(tmp_path / 'out'))
+    assert r.returncode == 2
+    assert r.stderr.count('\n') == 1 and r.stderr.startswith('error: GPU requested')
+    assert 'Traceback' not in r.stderr
+
+
+def test_late_switch_is_refused():
+    r = run_python('import common.np; from common import config; config.GPU = True; '
+                   'from common.cli import select_backend; select_backend(True)', {})
+    assert r.returncode != 0 and 'after the backend' in r.stderr
+
+
+def test_fake_cupy_refuses_host_mixing():
+    code = ('import numpy; from common.np import np\n'
+            'x = np.ones(3)\n'
+            'for bad in (lambda: x + numpy.ones(3), lambda: x[numpy.array([0])], lambda: numpy.asarray(x)):\n'
+            '    try:\n        bad()\n    except TypeError:\n        continue\n'
+            '    raise SystemExit("mixing was allowed")\n'
+            'print(type(x).__module__)')
+    r = run_python(code, {'DLFS_GPU': '1'}, fake_cupy=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == 'cupy'
+
+
+def test_training_on_the_gpu_path_matches_numpy(tmp_path):
+    """Training, clipping, evaluation, save/load and prediction through the
+    stand-in CuPy: no host/device mixing anywhere, and the same numbers as
+    the NumPy backend."""
+    program = os.path.join(HERE, 'backend_program.py')
+    cpu = run_python(program, {}, str(tmp_path))
+    gpu = run_python(program, {'DLFS_GPU': '1'}, str(tmp_path), fake_cupy=True)
+    assert cpu.returncode == 0, cpu.stderr
+    assert gpu.returncode == 0, gpu.stderr
+    a, b = (json.loads(r.stdout.strip().splitlines()[-1]) for r in (cpu, gpu))
+    assert (a.pop('backend'), b.pop('backend')) == ('numpy', 'cupy')
+    assert a == b
+
+
+def test_script_end_to_end_on_the_gpu_path(tmp_path, shared_data):
+    ptb = os.path.join(shared_data, 'ptb')
+    r = run_python(os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py'), {'DLFS_GPU': '1'},
+                   '--gpu', '--train-file', os.path.join(ptb, 'ptb.valid.txt'),
+                   '--valid-file', os.path.join(ptb, 'ptb.test.txt'), '--test-file', os.path.join(ptb, 'ptb.test.txt'),
+                   '--max-train-tokens', '3000', '--max-eval-tokens', '1500', '--wordvec-size', '16',
+                   '--hidden-size', '16', '--batch-size', '5', '--time-size', '10', '--max-epoch', '1',
+                   '--out-dir', str(tmp_path), '--seed', '0', fake_cupy=True)
+    assert r.returncode == 0, r.stderr
+    assert 'CuPy (GPU)' in r.stdout and '| end |' in r.stdout
