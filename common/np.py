@@ -70,6 +70,12 @@ def asarray(x, dtype=None):
     return np.asarray(x, dtype=dtype)
 
 
+def synchronize():
+    """Wait for the device to finish queued work (timing); nothing on NumPy."""
+    if GPU:
+        np.cuda.Device().synchronize()
+
+
 # -- scatter-add -------------------------------------------------------------
 
 if hasattr(np.add, 'at'):

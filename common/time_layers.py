@@ -15,6 +15,7 @@ training), which starts from zeros. The dtype of the weights (float32 normally, 
 is the dtype of every buffer.
 """
 from common.np import *  # noqa: F401,F403
+from common import kernels
 from common.functions import sigmoid
 from common.layers import Embedding, dropout_mask
 
@@ -65,9 +66,8 @@ class _TimeRecurrent:
 
     @staticmethod
     def _previous_states(h0, hs):
-        """(h_{-1}, h_0, ..., h_{T-2}) as one (N·T, H) matrix, for dWh."""
-        N, T, H = hs.shape
-        return np.concatenate([h0[:, None, :], hs[:, :-1]], axis=1).reshape(N * T, H)
+        """The state each step started from, (h0, h_1, ..., h_{T-1}): (N, T, H)."""
+        return np.concatenate([h0[:, None, :], hs[:, :-1]], axis=1)
 
 
 class TimeRNN(_TimeRecurrent):
@@ -102,7 +102,7 @@ class TimeRNN(_TimeRecurrent):
             da *= 1 - hs[:, t] ** 2            # tanh' = 1 - h²
             dh = da @ Wh.T
         self.dh = dh
-        np.matmul(self._previous_states(h0, hs).T, dA.reshape(N * T, H), out=self.grads[1])
+        np.matmul(self._previous_states(h0, hs).reshape(N * T, H).T, dA.reshape(N * T, H), out=self.grads[1])
         return self._input_gradients(xs, dA)
 
 
@@ -177,7 +177,7 @@ class TimeLSTM(_TimeRecurrent):
             dc = ds * f
             dh = da @ Wh.T
         self.dh, self.dc = dh, dc
-        np.matmul(self._previous_states(h0, hs).T, dA.reshape(N * T, -1), out=self.grads[1])
+        np.matmul(self._previous_states(h0, hs).reshape(N * T, H).T, dA.reshape(N * T, -1), out=self.grads[1])
         return self._input_gradients(xs, dA)
 
 
@@ -205,20 +205,16 @@ class TimeGRU(_TimeRecurrent):
         G = self._input_projection(xs)         # x Wx + b, overwritten by z | r | h̃
         hs = np.empty((N, T, H), dtype=xs.dtype)
         rhs = np.empty((N, T, H), dtype=xs.dtype)    # r ⊙ h_{t-1}, for dWhh
+        hW = np.empty((N, 2 * H), dtype=xs.dtype)    # the recurrent products, reused
         h = h0
         for t in range(T):
             g = G[:, t]
-            zr = g[:, :2 * H]
-            zr += h @ Whzr
-            sigmoid(zr, out=zr)
-            z, r, hh = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
-            rh = np.multiply(r, h, out=rhs[:, t])
-            hh += rh @ Whh
-            np.tanh(hh, out=hh)
-            h_next = np.subtract(hh, h, out=hs[:, t])   # h' = h + z ⊙ (h̃ − h)
-            h_next *= z
-            h_next += h
-            h = h_next
+            # z, r = σ(x Wx{z,r} + b + h Wh{z,r});  rh = r ⊙ h
+            kernels.gru_forward_zr(g[:, :2 * H], np.matmul(h, Whzr, out=hW), h, rhs[:, t])
+            # h̃ = tanh(x Wxh + bh + (r ⊙ h) Whh);  h' = h + z ⊙ (h̃ − h)
+            kernels.gru_forward_h(g[:, 2 * H:], np.matmul(rhs[:, t], Whh, out=hW[:, :H]), g[:, :H], h,
+                                  hs[:, t])
+            h = hs[:, t]
         self.h = h
         self.cache = (xs, h0, G, hs, rhs)
         return hs
@@ -227,24 +223,31 @@ class TimeGRU(_TimeRecurrent):
         _, Wh, _ = self.params
         xs, h0, G, hs, rhs = self.cache
         N, T, H = hs.shape
-        Whzr, Whh = Wh[:, :2 * H], Wh[:, 2 * H:]
+        # Wh^T made contiguous once: the per-step products d Wh^T then read whole
+        # rows, which BLAS does faster than through a transposed view.
+        WhT = np.ascontiguousarray(Wh.T)
+        WzrT, WhhT = WhT[:2 * H], WhT[2 * H:]
+        h_prev = self._previous_states(h0, hs)
+        z, r, hh = G[..., :H], G[..., H:2 * H], G[..., 2 * H:]
+        # The factors of the chain rule that do not depend on the incoming
+        # gradient, for all steps in a few large operations:
+        #   f_hh = ∂h'/∂h̃_pre = z ⊙ (1 − h̃²)       f_z = ∂h'/∂z_pre = (h̃ − h) ⊙ z ⊙ (1 − z)
+        #   f_r = ∂(r ⊙ h)/∂r_pre = h ⊙ r ⊙ (1 − r)  f_h = ∂h'/∂h, direct path = 1 − z
+        f_hh, f_z, f_r, f_h = kernels.gru_backward_factors(z, r, hh, h_prev)
         dG = np.empty_like(G)                  # dz_pre | dr_pre | dh̃_pre per step
-        dh = np.zeros_like(h0)
+        dh = np.zeros_like(h0)                 # dL/dh_t, from above and from step t+1
+        drh = np.empty_like(h0)
+        dW = np.empty_like(h0)
         for t in reversed(range(T)):
-            g = G[:, t]
-            z, r, hh = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
-            h_prev = h0 if t == 0 else hs[:, t - 1]
-            dh = dhs[:, t] + dh
             dg = dG[:, t]
-            dz, dr, dhh = dg[:, :H], dg[:, H:2 * H], dg[:, 2 * H:]
-            np.multiply(dh * z, 1 - hh ** 2, out=dhh)           # through tanh
-            np.multiply(dh * (hh - h_prev), z * (1 - z), out=dz)  # through σ
-            drh = dhh @ Whh.T                                   # d(r ⊙ h_prev)
-            np.multiply(drh * h_prev, r * (1 - r), out=dr)
-            dh = dh * (1 - z) + drh * r + dg[:, :2 * H] @ Whzr.T
+            kernels.gru_backward_hz(dhs[:, t], f_hh[:, t], f_z[:, t], dh, dg[:, 2 * H:], dg[:, :H])
+            np.matmul(dg[:, 2 * H:], WhhT, out=drh)             # d(r ⊙ h_{t-1})
+            # dh_{t-1} = dh ⊙ (1 − z) + drh ⊙ r + [dz_pre | dr_pre] [Whz | Whr]^T
+            kernels.gru_backward_r(drh, f_r[:, t], f_h[:, t], r[:, t], dg[:, H:2 * H], dh)
+            dh += np.matmul(dg[:, :2 * H], WzrT, out=dW)
         self.dh = dh
         dG2 = dG.reshape(N * T, 3 * H)
-        np.matmul(self._previous_states(h0, hs).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
+        np.matmul(h_prev.reshape(N * T, H).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
         np.matmul(rhs.reshape(N * T, H).T, dG2[:, 2 * H:], out=self.grads[1][:, 2 * H:])
         return self._input_gradients(xs, dG)
 
