@@ -76,9 +76,32 @@ def synchronize():
         np.cuda.Device().synchronize()
 
 
+def row_blocks(n_rows, row_bytes, block_bytes=1 << 19):
+    """Slices that cut ``n_rows`` rows of ``row_bytes`` each into blocks of
+    about ``block_bytes``, so that a chain of elementwise passes over a block
+    runs in the CPU's cache. On the GPU, one slice: a kernel wants it all."""
+    if GPU:
+        return [slice(0, n_rows)]
+    step = max(1, block_bytes // max(row_bytes, 1))
+    return [slice(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
+
+
 # -- scatter-add -------------------------------------------------------------
 
-if hasattr(np.add, 'at'):
+def _scatter_add_sorted(a, indices, values):
+    """NumPy: sort the indices, sum the rows of each run with one reduceat,
+    add each sum once. Several times faster than np.add.at on (N·T, D) rows."""
+    indices = indices.ravel()
+    values = values.reshape(len(indices), -1)
+    order = numpy.argsort(indices, kind='stable')
+    idx = indices[order]
+    starts = numpy.flatnonzero(numpy.r_[True, idx[1:] != idx[:-1]])
+    a.reshape(len(a), -1)[idx[starts]] += numpy.add.reduceat(values[order], starts, axis=0)
+
+
+if not GPU:
+    _add_at = _scatter_add_sorted
+elif hasattr(np.add, 'at'):
     _add_at = np.add.at
 else:  # CuPy before ufunc.at existed
     import cupyx
@@ -86,7 +109,9 @@ else:  # CuPy before ufunc.at existed
 
 
 def scatter_add(a, indices, values):
-    """``a[indices] += values`` where repeated indices add up (``np.add.at``)."""
+    """``a[indices] += values`` along the first axis, where repeated indices
+    add up (``np.add.at``). ``indices``: integer array of any shape;
+    ``values``: ``indices.shape + a.shape[1:]``."""
     _add_at(a, indices, values)
 
 

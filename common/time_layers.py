@@ -15,6 +15,7 @@ training), which starts from zeros. The dtype of the weights (float32 normally, 
 is the dtype of every buffer.
 """
 from common.np import *  # noqa: F401,F403
+from common import np as backend
 from common import kernels
 from common.functions import sigmoid
 from common.layers import Embedding, dropout_mask
@@ -299,8 +300,12 @@ class TimeSoftmaxWithLoss:
         loss = -(1/|M|) Σ_{(n,t)∈M} log softmax(xs[n, t])[ts[n, t]]
         dxs  = (softmax(xs) - onehot(ts)) / |M|   on M, 0 elsewhere
 
-    log softmax is computed as x - max - log Σ exp(x - max): no overflow, and
-    the probabilities kept for backward are the only (N·T, V) buffer made.
+    log softmax is computed as x - max - log Σ exp(x - max): no overflow. The
+    forward pass already stores softmax(x) scaled by each row's weight in the
+    mean (1/|M|, or 0 for ignored rows), so backward only subtracts the
+    weights at the targets; that buffer is the only (N·T, V) one made. The
+    rows are processed in blocks that stay in the CPU cache (one block on
+    the GPU), so max, exp, sum and scaling read memory once.
     """
 
     def __init__(self):
@@ -317,25 +322,30 @@ class TimeSoftmaxWithLoss:
         mask = t != self.ignore_label
         t = np.where(mask, t, 0)               # any valid column for ignored rows
         rows = np.arange(N * T)
+        x = xs.reshape(N * T, V)
+        weight = (mask / np.maximum(mask.sum(), 1)).astype(x.dtype)   # 1/|M| on M, 0 elsewhere
 
-        y = xs.reshape(N * T, V)
-        y = y - y.max(axis=1, keepdims=True)   # the one (N·T, V) buffer
-        target = y[rows, t]
-        np.exp(y, out=y)
-        s = y.sum(axis=1)
-        y *= (1 / s)[:, None]                  # probabilities, kept for backward
-        nll = np.log(s) - target               # -log softmax(x)[t]
-        count = np.maximum(mask.sum(), 1)
-        loss = (nll * mask).sum() / count
-        self.cache = (y, t, rows, mask, count, (N, T, V))
+        y = np.empty_like(x)
+        lse = np.empty(N * T, dtype=x.dtype)    # log Σ exp(x) of each row
+        for block in backend.row_blocks(N * T, V * x.itemsize):
+            xb, yb = x[block], y[block]
+            m = xb.max(axis=1, keepdims=True)
+            np.subtract(xb, m, out=yb)
+            np.exp(yb, out=yb)
+            s = yb.sum(axis=1, keepdims=True)
+            lse[block] = (m + np.log(s))[:, 0]
+            yb *= weight[block, None] / s       # softmax(x) ⊙ weight
+        loss = ((lse - x[rows, t]) * weight).sum()
+        self.cache = (y, t, rows, weight, (N, T, V))
         return loss
 
     def backward(self, dout=1):
-        y, t, rows, mask, count, shape = self.cache
+        y, t, rows, weight, shape = self.cache
         self.cache = None
-        dx = y                                  # reuse the probabilities in place
-        dx[rows, t] -= 1
-        dx *= (mask * (dout / count)).astype(dx.dtype)[:, None]
+        dx = y                                  # reuse the buffer in place
+        dx[rows, t] -= weight
+        if not (isinstance(dout, (int, float)) and dout == 1):
+            dx *= dout
         return dx.reshape(shape)
 
 
