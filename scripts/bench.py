@@ -33,6 +33,8 @@ import time
 
 BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, dropout=0.5, lr=10.0, max_grad=0.25)
 CHAR = dict(vocab=65, wordvec=256, hidden=256, layers=2, batch=64, time=100, dropout=0.0, lr=10.0, max_grad=1.0)
+#: --tiny: the same code paths at toy sizes, to check that the script works
+TINY = dict(BOOK, vocab=50, wordvec=16, hidden=16, batch=4, time=5)
 
 
 # ---------------------------------------------------------------------- ours
@@ -204,13 +206,21 @@ def memory_worker(which, iters, gpu):
     runner = (Ours if which == 'ours' else Torch)(BOOK, iters, **({'device': 'cuda'} if gpu and which != 'ours' else {}))
     runner.train_block()
     runner.train_block()
-    print(json.dumps({'peak_rss_mb': peak_rss_mb(), 'after_imports_mb': base}))
+    result = {'peak_rss_mb': peak_rss_mb(), 'after_imports_mb': base}
+    if gpu:   # device memory: CuPy's pool holds what it ever needed; PyTorch tracks its peak
+        if which == 'ours':
+            result['device_pool_mb'] = runner.backend.np.get_default_memory_pool().total_bytes() / 2**20
+        else:
+            result['device_peak_mb'] = runner.torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(result))
 
 
 def measure_memory(which, iters, gpu):
     cmd = [sys.executable, os.path.abspath(__file__), '--memory-worker', which, '--iters', str(iters)]
     if gpu:
         cmd.append('--gpu')
+    if BOOK['vocab'] == TINY['vocab']:
+        cmd.append('--tiny')
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f'memory worker {which} failed: {r.stderr.strip().splitlines()[-1:]}')
@@ -238,8 +248,12 @@ def main(argv=None):
     p.add_argument('--pause', type=float, default=0.3, help='seconds between blocks (lets idle threads sleep)')
     p.add_argument('--no-torch', action='store_true', help='time ours only')
     p.add_argument('--json', default=os.path.join('runs', 'bench.json'), help='write results here')
+    p.add_argument('--tiny', action='store_true', help='toy sizes: check that everything runs, no real figures')
     p.add_argument('--memory-worker', choices=['ours', 'pytorch'], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.tiny:
+        BOOK.update(TINY)
+        CHAR.update(vocab=20, wordvec=8, hidden=8, batch=4, time=6)
 
     from common.cli import select_backend
     if args.memory_worker:
@@ -298,7 +312,8 @@ def main(argv=None):
         if torch is not None:
             mem['pytorch'] = measure_memory('pytorch', args.iters, args.gpu)
         for name, m in mem.items():
-            print(f"peak RSS {name:<8} {m['peak_rss_mb']:7.0f} MB (after imports {m['after_imports_mb']:.0f} MB)")
+            device = ''.join(f', {k} {v:.0f} MB' for k, v in m.items() if k.startswith('device'))
+            print(f"peak RSS {name:<8} {m['peak_rss_mb']:7.0f} MB (after imports {m['after_imports_mb']:.0f} MB{device})")
         result['memory'] = mem
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w') as f:
