@@ -103,7 +103,7 @@ class RnnlmTrainer:
                     if not _finite(window, norm_sum):
                         self.diverged_at = iters + 1
                         break
-                    ppl = math.exp(window / loss_count)
+                    ppl = _exp(window / loss_count)
                     elapsed = time.time() - start_time
                     rate = (iters + 1 - first) * tokens / max(time.time() - epoch_start, 1e-9)
                     write('| epoch %d | iter %d / %d | time %d[s] | perplexity %.2f | %.0f tok/s'
@@ -121,7 +121,7 @@ class RnnlmTrainer:
             if not _finite(total, norm_sum):
                 self.diverged_at = max_iters
                 return
-            self.epoch_ppl = math.exp(total / max_iters)
+            self.epoch_ppl = _exp(total / max_iters)
             self.tokens_per_sec = (max_iters - first) * tokens / max(time.time() - epoch_start, 1e-9)
             self.current_epoch += 1
 
@@ -137,3 +137,8 @@ class RnnlmTrainer:
 def _finite(loss_sum, norm_sum):
     """Whether a summed loss (a float) and a summed gradient norm are finite."""
     return math.isfinite(loss_sum) and math.isfinite(float(norm_sum))
+
+
+def _exp(x):
+    """exp(x) as a perplexity: inf, not OverflowError, for a huge finite loss."""
+    return math.exp(x) if x < 709.0 else math.inf
