@@ -195,10 +195,6 @@ class EpochLoop:
         st, trainer, unit = self.state, self.trainer, self.unit
         st.epoch += 1
         st.iteration, st.epoch_loss, st.divergences = 0, 0.0, 0
-        elapsed = self.elapsed()
-        print(f'| epoch {st.epoch} | train {describe_ppl(trainer.epoch_ppl, unit)} | valid '
-              f'{describe_ppl(valid_ppl, unit)} | lr {lr:g} | time {elapsed:.0f}[s] | '
-              f'{trainer.tokens_per_sec:.0f} tok/s', flush=True)
         for key, value in (('epoch', st.epoch), ('train', trainer.epoch_ppl), ('valid', valid_ppl), ('lr', lr)):
             st.history[key].append(value)
         if st.best_valid_ppl is None or valid_ppl < st.best_valid_ppl:
@@ -208,7 +204,11 @@ class EpochLoop:
                 self.model.save_params(self.save_path, vocab=self.vocab)
         else:
             self.optimizer.lr /= self.s['lr_decay']
-        self.save()
+        self.save()                 # before the epoch line: a printed epoch is a saved epoch
+        elapsed = self.elapsed()
+        print(f'| epoch {st.epoch} | train {describe_ppl(trainer.epoch_ppl, unit)} | valid '
+              f'{describe_ppl(valid_ppl, unit)} | lr {lr:g} | time {elapsed:.0f}[s] | '
+              f'{trainer.tokens_per_sec:.0f} tok/s', flush=True)
         self.log.write(event='epoch', epoch=st.epoch, train_ppl=trainer.epoch_ppl, valid_ppl=valid_ppl, lr=lr,
                        elapsed_s=elapsed, tokens_per_sec=trainer.tokens_per_sec)
         plot_history(st.history, self.plot_path, unit)
