@@ -65,6 +65,14 @@ def load_npz(path, kind='parameter file'):
     damaged = (f"{path} is unreadable ({{}}): the file is truncated or corrupted; "
                f"use an intact file written by this framework")
     not_kind = f"{path} is not a {kind} written by this framework (no metadata in it)"
+    try:
+        with open(path, 'rb') as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} ({exc.strerror}): check its permissions") from None
+    if not b'PK\x03\x04'.startswith(magic):     # every .npz starts with a zip entry; shorter: truncated
+        raise CheckpointError(f"{path} is not a {kind} written by this framework (not an .npz archive, or its "
+                              f"first bytes are damaged): check the path")
     # Any exception while parsing a damaged file (numpy's header parser alone
     # raises SyntaxError, tokenize.TokenError, ValueError, ...) means damage.
     try:
@@ -91,10 +99,7 @@ def _check_crc(path):
     """Verify the CRC-32 of every member of a zip archive before numpy reads
     it: numpy parses each array's header first and may stop short of the end
     of a member, where zipfile would check its CRC, so a flipped byte in a
-    header could otherwise load as an array of another shape. Files that are
-    not zip archives are left to numpy.load to judge."""
-    if not zipfile.is_zipfile(path):
-        return
+    header could otherwise load as an array of another shape."""
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         if len(set(names)) != len(names):

@@ -213,12 +213,16 @@ def test_files_that_are_not_checkpoints(tmp_path):
     model, opt = trained()
     text = tmp_path / 'notes.npz'
     text.write_text('hello\n')
-    with pytest.raises(CheckpointError, match='truncated or corrupted'):
-        load_checkpoint(str(text))
     evil = tmp_path / 'evil.npz'
     evil.write_bytes(pickle.dumps({'a': 1}))
-    with pytest.raises(CheckpointError):
-        load_checkpoint(str(evil))
+    for path in (text, evil):
+        with pytest.raises(CheckpointError, match=r'is not a checkpoint written by this framework \(not an .npz '
+                                                  r'archive, or its first bytes are damaged\): check the path'):
+            load_checkpoint(str(path))
+    empty = tmp_path / 'empty.npz'
+    empty.write_bytes(b'')
+    with pytest.raises(CheckpointError, match='truncated or corrupted'):
+        load_checkpoint(str(empty))
     params = model.save_params(str(tmp_path / 'Rnnlm.npz'), vocab=VOCAB)
     with pytest.raises(CheckpointError, match='holds model parameters only, not a training checkpoint'):
         load_checkpoint(params)
