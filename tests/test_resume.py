@@ -2,6 +2,7 @@
 run ends with the parameters of a run that never stopped, bit for bit."""
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -87,12 +88,12 @@ def test_sigkill_at_a_random_point_then_resume_is_bit_identical(reference, share
     seed = random.randrange(1 << 30)
     rnd = random.Random(seed)
     done = rnd.randint(1, EPOCHS - 1)            # epochs finished before the kill
-    reports = rnd.randint(0, ITERS // 20)        # report lines of the next epoch still read
+    reports = rnd.randint(0, 5)                  # report lines of the next epoch still read (of 10)
     proc = start(args(shared_data, tmp_path))
     read_until(proc, lambda line: line.startswith(f'| epoch {done} | train'))
     if reports:
         read_until(proc, lambda line: line.startswith(f'| epoch {done + 1} | iter {20 * (reports - 1) + 1} /'))
-    time.sleep(rnd.uniform(0, 0.05))
+    time.sleep(rnd.uniform(0, 0.01))
     proc.kill()                                  # SIGKILL: no handler, no cleanup
     proc.wait(timeout=60)
     proc.stdout.close()
@@ -100,7 +101,9 @@ def test_sigkill_at_a_random_point_then_resume_is_bit_identical(reference, share
     assert proc.returncode == -signal.SIGKILL, f'seed {seed}'
 
     out = finish(['--resume', str(tmp_path / 'checkpoint.npz')])
-    assert f'resumed from {tmp_path / "checkpoint.npz"}: {done} epochs done, lr ' in out, f'seed {seed}'
+    # The child runs on while the kill is on its way: it may have ended one more epoch, never the run.
+    resumed = int(re.search(r'resumed from .*checkpoint.npz: (\d+) epochs done, lr ', out).group(1))
+    assert done <= resumed < EPOCHS, f'seed {seed}'
     assert_identical(final_arrays(tmp_path), reference)
 
 
