@@ -262,3 +262,23 @@ def test_wrong_model_checkpoint_in_library(tmp_path):
         train_with_validation(other, SGD(1.0), np.arange(200) % 10, np.arange(100) % 10, None, max_epoch=1,
                               batch_size=2, time_size=5, max_grad=None, eval_interval=0,
                               out_dir=str(tmp_path / 'out'), resume=load_checkpoint(str(tmp_path / 'c.npz')))
+
+
+def test_script_gives_up_after_repeated_divergence(files, tmp_path, capsys):
+    """--resume with a learning rate that overflows: two warnings, then one
+    error line and status 2; the best parameters and the checkpoint stay."""
+    import shutil
+    run_dir = tmp_path / 'run'
+    shutil.copytree(files / 'run', run_dir)
+    before = snapshot_dir(run_dir)
+    capsys.readouterr()
+    status = call_script(['--resume', str(run_dir / 'checkpoint.npz'), '--out-dir', str(run_dir), '--lr', '1e38',
+                          '--max-epoch', '2'])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert err.startswith('error: training diverged 3 times in a row (last: ') and err.count('\n') == 1, err
+    assert err.rstrip().endswith('start again with a smaller --lr or --max-grad')
+    assert len([line for line in out.splitlines() if line.startswith('-- warning: ')]) == 2
+    after = snapshot_dir(run_dir)
+    for name in ('checkpoint.npz', 'BetterRnnlm.npz'):
+        assert after[name] == before[name]

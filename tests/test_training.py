@@ -150,3 +150,29 @@ def test_a_failed_checkpoint_write_warns_and_training_goes_on(tmp_path, capsys, 
             f'on device); the previous one is intact and training goes on') in out
     assert result['history']['epoch'] == [1, 2] and np.isfinite(result['test_ppl'])
     assert (tmp_path / 'checkpoint.npz').read_bytes() == before
+
+
+class SignalTwiceAt(SignalAt):
+    def update(self, params, grads):
+        if self.n == 1:
+            os.kill(os.getpid(), signal.SIGINT)        # the first asks to stop after this iteration,
+        super().update(params, grads)                  # the second stops at once
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, model(), SignalTwiceAt(0.5, 30 + 7), 3)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler       # handler put back
+    saved = load_checkpoint(str(tmp_path / 'checkpoint.npz'))
+    assert (saved.state.epoch, saved.state.iteration) == (1, 0)                # the end of epoch 1, whole
+    assert 'stopped by Ctrl-C' not in capsys.readouterr().out
+
+
+def test_cli_run_turns_keyboard_interrupt_into_status_130(capsys):
+    from common.cli import run
+
+    def main(argv):
+        raise KeyboardInterrupt
+
+    assert run(main, []) == 130
+    assert capsys.readouterr().err == 'interrupted\n'
