@@ -111,7 +111,10 @@ class RnnlmTrainer:
                     self.ppl_list.append(float(ppl))
                     total_loss, loss_count = 0, 0
                 if self.stop_requested and iters + 1 < max_iters:
-                    self.stopped_at = iters + 1
+                    if _finite(float(epoch_loss), norm_sum):     # never stop in a diverged state
+                        self.stopped_at = iters + 1
+                    else:
+                        self.diverged_at = iters + 1
                     break
             self.epoch_loss = epoch_loss
             if self.stopped_at is not None or self.diverged_at is not None:

@@ -42,6 +42,7 @@ import numpy
 from common.checkpoint import (TrainingState, corpus_fingerprint, restore_snapshot, save_checkpoint,
                                snapshot)
 from common.cli import check_output_dir
+from common.np import np
 from common.errors import ConfigError, DataError, TrainingError, UserError
 from common.plotting import line_plot
 from common.trainer import RnnlmTrainer
@@ -154,7 +155,9 @@ class EpochLoop:
             trainer.fit(self.train[:-1], self.train[1:], max_epoch=1, batch_size=s['batch_size'],
                         time_size=s['time_size'], max_grad=s['max_grad'], eval_interval=s['eval_interval'],
                         start_iter=st.iteration, start_loss=st.epoch_loss)
-            if trainer.stopped_at is not None:           # Ctrl-C inside the epoch
+            if trainer.stopped_at is not None and not all_finite(self.model.params):
+                trainer.diverged_at, trainer.stopped_at = trainer.stopped_at, None
+            if trainer.stopped_at is not None:           # Ctrl-C inside the epoch, in a good state
                 st.iteration, st.epoch_loss = trainer.stopped_at, float(trainer.epoch_loss)
                 self.save()
                 return
@@ -283,6 +286,11 @@ class EpochLoop:
         return {'history': st.history, 'best_valid_ppl': st.best_valid_ppl, 'test_ppl': test_ppl,
                 'plot': self.plot_path, 'log': self.log.path, 'interrupted': interrupted,
                 'checkpoint': self.checkpoint_path}
+
+
+def all_finite(arrays):
+    """Whether every element of every array is finite (one host read per array)."""
+    return all(bool(np.isfinite(a).all()) for a in arrays)
 
 
 @contextlib.contextmanager

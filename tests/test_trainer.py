@@ -261,3 +261,14 @@ def test_stop_on_the_last_iteration_completes_the_epoch():
     corpus = np.arange(21)
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=10, eval_interval=0)
     assert trainer.stopped_at is None and trainer.current_epoch == 1      # one iteration: nothing cut
+
+
+def test_a_stop_after_a_non_finite_loss_reports_divergence_not_a_stop():
+    corpus = np.arange(201)
+    losses = [1.0] * 20
+    losses[2] = float('nan')
+    opt = StopAfter(0.1, 4)
+    trainer = RnnlmTrainer(Scripted(losses), opt)
+    opt.trainer = trainer
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
+    assert trainer.stopped_at is None and trainer.diverged_at == 4

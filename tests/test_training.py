@@ -27,8 +27,9 @@ def model(dropout=0.0):
 
 def train(tmp_path, m, opt, max_epoch, **kw):
     kw.setdefault('checkpoint_path', str(tmp_path / 'checkpoint.npz'))
+    kw.setdefault('max_grad', 1.0)
     return train_with_validation(m, opt, CORPUS, CORPUS[:301], CORPUS[:301], max_epoch=max_epoch, batch_size=4,
-                                 time_size=10, max_grad=1.0, eval_interval=0, out_dir=str(tmp_path),
+                                 time_size=10, eval_interval=0, out_dir=str(tmp_path),
                                  eval_batch_size=3, save_path=str(tmp_path / 'best.npz'), vocab=VOCAB, **kw)
 
 
@@ -86,16 +87,17 @@ def test_repeated_divergence_stops_and_keeps_the_best_parameters(tmp_path, capsy
 
 
 class SignalAt(SGD):
-    """SGD that sends this process SIGINT at update ``n`` (a user's Ctrl-C)."""
+    """SGD that sends this process SIGINT at update ``n`` (a user's Ctrl-C);
+    the counter is private, so checkpoints leave it alone."""
 
     def __init__(self, lr, n):
         super().__init__(lr)
-        self.n = n
+        self._n = n
 
     def update(self, params, grads):
         super().update(params, grads)
-        self.n -= 1
-        if self.n == 0:
+        self._n -= 1
+        if self._n == 0:
             os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -154,7 +156,7 @@ def test_a_failed_checkpoint_write_warns_and_training_goes_on(tmp_path, capsys, 
 
 class SignalTwiceAt(SignalAt):
     def update(self, params, grads):
-        if self.n == 1:
+        if self._n == 1:
             os.kill(os.getpid(), signal.SIGINT)        # the first asks to stop after this iteration,
         super().update(params, grads)                  # the second stops at once
 
@@ -176,3 +178,32 @@ def test_cli_run_turns_keyboard_interrupt_into_status_130(capsys):
 
     assert run(main, []) == 130
     assert capsys.readouterr().err == 'interrupted\n'
+
+
+class PoisonAt(SignalAt):
+    """SignalAt whose signalling update also overflows one weight to inf:
+    the loss of that iteration was still finite."""
+
+    def update(self, params, grads):
+        if self._n == 1:
+            params[0][0, 0] = np.inf
+        super().update(params, grads)
+
+
+@pytest.mark.parametrize('kind,lr,at', [(SignalAt, HUGE, 3), (PoisonAt, 0.5, 1)],
+                         ids=['loss already non-finite', 'only a parameter non-finite'])
+def test_ctrl_c_in_a_diverged_state_saves_the_last_good_one(tmp_path, capsys, kind, lr, at):
+    """Ctrl-C arriving after the run diverged but before a report saw it
+    must not checkpoint the diverged state: back to the last good one."""
+    train(tmp_path, model(), kind(0.5, 0), 1)
+    capsys.readouterr()
+    result = train(tmp_path, model(), kind(lr, at), 3, resume=load_checkpoint(str(tmp_path / 'checkpoint.npz')),
+                   resume_lr=lr)
+    out = capsys.readouterr().out
+    assert result['interrupted']
+    assert f'-- warning: non-finite loss or gradient norm at iteration {at} of epoch 2: back to the start of' in out
+    saved = load_checkpoint(str(tmp_path / 'checkpoint.npz'))
+    assert (saved.state.epoch, saved.state.iteration, saved.state.divergences) == (1, 0, 1)
+    assert saved.meta['optimizer']['values']['lr'] == lr / 4
+    assert all(np.isfinite(a).all() for a in saved.arrays.values())
+    assert '-- stopped by Ctrl-C after epoch 1: checkpoint in' in out
