@@ -30,7 +30,8 @@ class RnnlmTrainer:
     ``stop_requested`` (from a signal handler) ends ``fit`` after the current
     iteration, with ``stopped_at`` the iterations done in that epoch and
     ``epoch_loss`` their summed loss; a non-finite loss or gradient norm ends
-    ``fit`` with ``diverged_at`` set to the iteration where it was seen.
+    ``fit`` with ``diverged_at`` set to the iteration where it was seen (and
+    a report line saying so, unless ``report_divergence`` is false).
     """
 
     def __init__(self, model, optimizer):
@@ -45,6 +46,7 @@ class RnnlmTrainer:
         self.stop_requested = False
         self.stopped_at = None
         self.diverged_at = None
+        self.report_divergence = True
         self.epoch_loss = 0
 
     def get_batch(self, x, t, batch_size, time_size):
@@ -117,12 +119,16 @@ class RnnlmTrainer:
                         self.diverged_at = iters + 1
                     break
             self.epoch_loss = epoch_loss
+            getattr(steps, 'close', lambda: None)()
+            total = None
+            if self.diverged_at is None and self.stopped_at is None:
+                total = float(epoch_loss)
+                if not _finite(total, norm_sum):
+                    self.diverged_at = max_iters
+            if self.diverged_at is not None and self.report_divergence:
+                write('| epoch %d | iter %d / %d | non-finite loss or gradient norm: training stopped; lower the '
+                      'learning rate or clip gradients' % (self.current_epoch + 1, self.diverged_at, max_iters))
             if self.stopped_at is not None or self.diverged_at is not None:
-                getattr(steps, 'close', lambda: None)()
-                return
-            total = float(epoch_loss)
-            if not _finite(total, norm_sum):
-                self.diverged_at = max_iters
                 return
             self.epoch_ppl = _exp(total / max_iters)
             self.tokens_per_sec = (max_iters - first) * tokens / max(time.time() - epoch_start, 1e-9)

@@ -112,6 +112,7 @@ class EpochLoop:
         self.save_path, self.vocab, self.unit = save_path, vocab, unit
         self.checkpoint_path, self.options, self.data = checkpoint_path, options, data
         self.trainer = RnnlmTrainer(model, optimizer)
+        self.trainer.report_divergence = False      # diverged() says what happens instead
         self.state, self.best_params = TrainingState(), None
         self.log = JsonLog(os.path.join(out_dir, 'log.jsonl'))
         self.plot_path = os.path.join(out_dir, 'perplexity.png')

@@ -183,7 +183,7 @@ class Scripted(Recorder):
         return HostReads(self.losses[len(self.batches.append((xs, ts, train_flg)) or self.batches) - 1])
 
 
-def test_non_finite_loss_is_found_at_the_next_report_without_per_iteration_reads():
+def test_non_finite_loss_is_found_at_the_next_report_without_per_iteration_reads(capsys):
     corpus = np.arange(201)
     losses = [1.0] * 20
     losses[7] = float('nan')
@@ -193,12 +193,28 @@ def test_non_finite_loss_is_found_at_the_next_report_without_per_iteration_reads
     assert trainer.diverged_at == 11            # reports at iterations 1, 6, 11: seen at 11
     assert HostReads.reads == 3                 # one read per report, none in between
     assert trainer.current_epoch == 0 and trainer.epoch_ppl is None
+    assert capsys.readouterr().out.splitlines()[-1] == ('| epoch 1 | iter 11 / 20 | non-finite loss or gradient '
+                                                        'norm: training stopped; lower the learning rate or clip '
+                                                        'gradients')
 
     HostReads.reads = 0
     losses[7], losses[18] = 1.0, float('inf')
     trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
     assert trainer.diverged_at == 20 and HostReads.reads == 1      # at the end of the epoch
+
+    capsys.readouterr()
+    trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
+    trainer.report_divergence = False           # the epoch loop says what it does about it instead
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
+    assert trainer.diverged_at == 20 and capsys.readouterr().out == ''
+
+    HostReads.reads = 0
+    losses[18] = 1.0
+    trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
+    assert trainer.diverged_at is None and trainer.current_epoch == 1 and HostReads.reads == 1
+    assert trainer.epoch_ppl == pytest.approx(math.e)
 
 
 def test_non_finite_gradient_norm_is_found():
