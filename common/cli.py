@@ -115,10 +115,10 @@ def add_checkpoint_flags(parser):
     g.add_argument('--checkpoint', metavar='PATH',
                    help='write the checkpoint (parameters, optimizer, position, RNG, options) here at every '
                         'epoch end and on Ctrl-C; default <out-dir>/checkpoint.npz')
-    g.add_argument('--divergence-factor', type=greater_than_one, default=4.0,
+    g.add_argument('--divergence-factor', type=greater_than_one, default=4.0, metavar='F',
                    help='on a NaN/inf loss or gradient norm go back to the last good state and divide the '
                         'learning rate by this')
-    g.add_argument('--max-divergences', type=positive_int, default=3,
+    g.add_argument('--max-divergences', type=positive_int, default=3, metavar='N',
                    help='stop with an error at this many divergences in a row')
     return parser
 
