@@ -7,8 +7,17 @@ Nothing here imports ``common.np`` at import time, so a script can parse
 import argparse
 import os
 import sys
+import tempfile
 
 from common.errors import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: argument --lr: -1 is not a
+    positive number (see --help)`` and exit status 2, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f'error: {message} (see --help)\n')
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -36,6 +45,7 @@ positive_int = _number(int, lambda v: v > 0, 'a positive integer')
 nonnegative_int = _number(int, lambda v: v >= 0, 'a non-negative integer')
 positive_float = _number(float, lambda v: v > 0, 'a positive number')
 ratio = _number(float, lambda v: 0 <= v < 1, 'in [0, 1)')
+greater_than_one = _number(float, lambda v: v > 1, 'a number greater than 1')
 
 
 def optional_positive_float(text):
@@ -64,18 +74,79 @@ def run(main, argv=None):
     except UserError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:        # a second Ctrl-C, or one before training started
+        print('interrupted', file=sys.stderr)
+        return 130
     except BrokenPipeError:          # output piped into head & co.
         sys.stderr.close()
         return 1
 
 
-def check_output_dir(path):
-    """Create ``path`` and make sure we can write there, before any training."""
+def check_output_dir(path, flag='--out-dir'):
+    """Create ``path`` and make sure a file can be written there, before any
+    training (``flag`` names the option to change in the message)."""
     from common.errors import ConfigError
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create output directory {path}: {exc.strerror}: choose another --out-dir") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"output directory {path} is not writable: choose another --out-dir")
+        raise ConfigError(f"cannot create directory {path}: {exc.strerror}: choose another {flag}") from None
+    try:
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise ConfigError(f"directory {path} is not writable ({exc.strerror}): choose another {flag}") from None
     return path
+
+
+# -- checkpoints and resume ---------------------------------------------------------
+
+#: Options that describe the machine rather than the run: --resume never takes them from the checkpoint.
+NOT_RESUMED = ('resume', 'gpu')
+_UNSET = object()
+
+
+def add_checkpoint_flags(parser):
+    """--resume, --checkpoint, --divergence-factor, --max-divergences: the
+    flags of :func:`common.training.train_with_validation`'s reliability
+    features (see :func:`checkpoint_options`)."""
+    g = parser.add_argument_group('checkpoints and divergence')
+    g.add_argument('--resume', metavar='PATH',
+                   help='continue the run saved in this checkpoint; options not given on the command line '
+                        'are the checkpoint\'s, an explicit --lr replaces its current learning rate')
+    g.add_argument('--checkpoint', metavar='PATH',
+                   help='write the checkpoint (parameters, optimizer, position, RNG, options) here at every '
+                        'epoch end and on Ctrl-C; default <out-dir>/checkpoint.npz')
+    g.add_argument('--divergence-factor', type=greater_than_one, default=4.0, metavar='F',
+                   help='on a NaN/inf loss or gradient norm go back to the last good state and divide the '
+                        'learning rate by this')
+    g.add_argument('--max-divergences', type=positive_int, default=3, metavar='N',
+                   help='stop with an error at this many divergences in a row')
+    return parser
+
+
+def parse_args(parser, argv=None):
+    """``(args, checkpoint)``. Without --resume: ``parser.parse_args(argv)``
+    and None. With --resume PATH: the checkpoint is loaded (host arrays only,
+    the backend is not chosen yet) and every option not given in ``argv``
+    takes its value from the checkpoint, except those in NOT_RESUMED;
+    ``checkpoint.given`` holds the names of the options given in ``argv``."""
+    args = parser.parse_args(argv)
+    if not getattr(args, 'resume', None):
+        return args, None
+    from common.checkpoint import load_checkpoint
+    checkpoint = load_checkpoint(args.resume)
+    probe = parser.parse_args(argv, argparse.Namespace(**{name: _UNSET for name in vars(args)}))
+    given = {name for name, value in vars(probe).items() if value is not _UNSET}
+    saved = {name: value for name, value in checkpoint.options.items()
+             if name in vars(args) and name not in given and name not in NOT_RESUMED}
+    checkpoint.given = given
+    return argparse.Namespace(**{**vars(args), **saved}), checkpoint
+
+
+def checkpoint_options(args, checkpoint):
+    """Keyword arguments of ``train_with_validation`` from the flags of
+    :func:`add_checkpoint_flags` and the checkpoint of :func:`parse_args`."""
+    given = getattr(checkpoint, 'given', ())
+    return dict(checkpoint_path=args.checkpoint or os.path.join(args.out_dir, 'checkpoint.npz'),
+                resume=checkpoint, resume_lr=args.lr if 'lr' in given and hasattr(args, 'lr') else None,
+                options=vars(args), divergence_factor=args.divergence_factor,
+                max_divergences=args.max_divergences)

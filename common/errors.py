@@ -24,3 +24,7 @@ class CheckpointError(UserError, ValueError):
 
 class ConfigError(UserError, ValueError):
     """A size, rate or option is outside what it may be."""
+
+
+class TrainingError(UserError, RuntimeError):
+    """Training cannot go on, e.g. the loss diverged again after lowering the learning rate."""

@@ -66,8 +66,19 @@ def load_npz(path, kind='parameter file'):
                f"use an intact file written by this framework")
     not_kind = f"{path} is not a {kind} written by this framework (no metadata in it)"
     try:
+        with open(path, 'rb') as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} ({exc.strerror}): check its permissions") from None
+    if not b'PK\x03\x04'.startswith(magic):     # every .npz starts with a zip entry; shorter: truncated
+        raise CheckpointError(f"{path} is not a {kind} written by this framework (not an .npz archive, or its "
+                              f"first bytes are damaged): check the path")
+    # Any exception while parsing a damaged file (numpy's header parser alone
+    # raises SyntaxError, tokenize.TokenError, ValueError, ...) means damage.
+    try:
+        _check_crc(path)
         archive = numpy.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001
         raise CheckpointError(damaged.format(_reason(exc))) from None
     if not isinstance(archive, numpy.lib.npyio.NpzFile):
         raise CheckpointError(not_kind)
@@ -77,11 +88,26 @@ def load_npz(path, kind='parameter file'):
         try:
             arrays = {name: archive[name] for name in archive.files}
             meta = json.loads(str(arrays.pop(META_KEY)))
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        except Exception as exc:  # noqa: BLE001
             raise CheckpointError(damaged.format(_reason(exc))) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} is not a {kind}: its metadata is not a JSON object")
     return arrays, meta
+
+
+def _check_crc(path):
+    """Verify the CRC-32 of every member of a zip archive before numpy reads
+    it: numpy parses each array's header first and may stop short of the end
+    of a member, where zipfile would check its CRC, so a flipped byte in a
+    header could otherwise load as an array of another shape."""
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        if len(set(names)) != len(names):
+            raise zipfile.BadZipFile('a member name occurs twice')
+        for info in z.infolist():      # opened by entry, not by name: headers are compared too
+            with z.open(info) as member:
+                while member.read(1 << 20):
+                    pass
 
 
 def _reason(exc):

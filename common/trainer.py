@@ -23,6 +23,15 @@ class RnnlmTrainer:
     After ``fit``: ``ppl_list`` holds the perplexity of every report window,
     ``epoch_ppl`` the training perplexity of the last epoch, and
     ``tokens_per_sec`` its throughput.
+
+    Hooks for the epoch loop of :mod:`common.training` (the book's use needs
+    none of them): ``fit(..., start_iter=k, start_loss=s)`` starts the first
+    epoch at iteration k, the first k losses having summed to s; setting
+    ``stop_requested`` (from a signal handler) ends ``fit`` after the current
+    iteration, with ``stopped_at`` the iterations done in that epoch and
+    ``epoch_loss`` their summed loss; a non-finite loss or gradient norm ends
+    ``fit`` with ``diverged_at`` set to the iteration where it was seen (and
+    a report line saying so, unless ``report_divergence`` is false).
     """
 
     def __init__(self, model, optimizer):
@@ -34,6 +43,11 @@ class RnnlmTrainer:
         self.current_epoch = 0
         self.epoch_ppl = None
         self.tokens_per_sec = None
+        self.stop_requested = False
+        self.stopped_at = None
+        self.diverged_at = None
+        self.report_divergence = True
+        self.epoch_loss = 0
 
     def get_batch(self, x, t, batch_size, time_size):
         """(batch_size, time_size) inputs and targets at the current time index."""
@@ -43,11 +57,13 @@ class RnnlmTrainer:
         self.time_idx += time_size
         return x[idx], t[idx]
 
-    def fit(self, xs, ts, max_epoch=10, batch_size=20, time_size=35, max_grad=None, eval_interval=20):
+    def fit(self, xs, ts, max_epoch=10, batch_size=20, time_size=35, max_grad=None, eval_interval=20,
+            start_iter=0, start_loss=0.0):
         """Train for ``max_epoch`` passes over (xs, ts), 1-D id arrays with
         ts[i] the token after xs[i]. Clips the global gradient norm to
         ``max_grad`` when given. Every ``eval_interval`` iterations prints
-        ``| epoch 1 | iter 21 / 1327 | time 12[s] | perplexity 812.33 | 1234 tok/s``."""
+        ``| epoch 1 | iter 21 / 1327 | time 12[s] | perplexity 812.33 | 1234 tok/s``.
+        ``start_iter``/``start_loss``: see the class docstring."""
         data_size = len(xs)
         max_iters = data_size // (batch_size * time_size)
         if max_iters < 1:
@@ -55,43 +71,67 @@ class RnnlmTrainer:
                             f"time_size={time_size}: it needs at least {batch_size * time_size + 1} tokens; "
                             f"use a smaller --batch-size/--time-size or a longer corpus")
         xs, ts = backend.asarray(xs), backend.asarray(ts)   # one host-to-device copy per fit
-        self.time_idx = 0
+        self.time_idx = start_iter * time_size
         self.ppl_list = []
         self.eval_interval = eval_interval
+        self.stopped_at = self.diverged_at = None
         model, optimizer = self.model, self.optimizer
         tokens = batch_size * time_size
         start_time = time.time()
 
         for _ in range(max_epoch):
-            # Losses stay backend scalars until a report reads them: on the GPU
-            # the loop never waits for the device.
+            # Losses and gradient norms stay backend scalars until a report
+            # reads them: on the GPU the loop never waits for the device.
+            # Both are >= 0, so a sum is finite exactly when every term is.
             total_loss, loss_count = 0, 0
-            epoch_loss = 0
+            epoch_loss, norm_sum = start_loss, 0
+            first, start_iter, start_loss = start_iter, 0, 0.0
             epoch_start = time.time()
-            steps = progress(range(max_iters), total=max_iters, desc=f'epoch {self.current_epoch + 1}',
-                             unit='batch')
+            steps = progress(range(first, max_iters), total=max_iters - first,
+                             desc=f'epoch {self.current_epoch + 1}', unit='batch')
             for iters in steps:
                 batch_x, batch_t = self.get_batch(xs, ts, batch_size, time_size)
                 loss = model.forward(batch_x, batch_t)
                 model.backward()
                 if max_grad is not None:
-                    clip_grads(model.grads, max_grad)
+                    norm_sum += clip_grads(model.grads, max_grad)
                 optimizer.update(model.params, model.grads)
                 total_loss += loss
                 epoch_loss += loss
                 loss_count += 1
 
                 if eval_interval and iters % eval_interval == 0:
-                    ppl = math.exp(float(total_loss) / loss_count)
+                    window = float(total_loss)
+                    if not _finite(window, norm_sum):
+                        self.diverged_at = iters + 1
+                        break
+                    ppl = _exp(window / loss_count)
                     elapsed = time.time() - start_time
-                    rate = (iters + 1) * tokens / max(time.time() - epoch_start, 1e-9)
+                    rate = (iters + 1 - first) * tokens / max(time.time() - epoch_start, 1e-9)
                     write('| epoch %d | iter %d / %d | time %d[s] | perplexity %.2f | %.0f tok/s'
                           % (self.current_epoch + 1, iters + 1, max_iters, elapsed, ppl, rate))
                     self.ppl_list.append(float(ppl))
                     total_loss, loss_count = 0, 0
-
-            self.epoch_ppl = math.exp(float(epoch_loss) / max_iters)
-            self.tokens_per_sec = max_iters * tokens / max(time.time() - epoch_start, 1e-9)
+                if self.stop_requested and iters + 1 < max_iters:
+                    if _finite(float(epoch_loss), norm_sum):     # never stop in a diverged state
+                        self.stopped_at = iters + 1
+                    else:
+                        self.diverged_at = iters + 1
+                    break
+            self.epoch_loss = epoch_loss
+            getattr(steps, 'close', lambda: None)()
+            total = None
+            if self.diverged_at is None and self.stopped_at is None:
+                total = float(epoch_loss)
+                if not _finite(total, norm_sum):
+                    self.diverged_at = max_iters
+            if self.diverged_at is not None and self.report_divergence:
+                write('| epoch %d | iter %d / %d | non-finite loss or gradient norm: training stopped; lower the '
+                      'learning rate or clip gradients' % (self.current_epoch + 1, self.diverged_at, max_iters))
+            if self.stopped_at is not None or self.diverged_at is not None:
+                return
+            self.epoch_ppl = _exp(total / max_iters)
+            self.tokens_per_sec = (max_iters - first) * tokens / max(time.time() - epoch_start, 1e-9)
             self.current_epoch += 1
 
     def plot(self, path=None, ylim=None):
@@ -101,3 +141,13 @@ class RnnlmTrainer:
         x = numpy.arange(len(self.ppl_list))
         xlabel = 'iterations (x' + str(self.eval_interval) + ')'
         return line_plot({'train': (x, self.ppl_list)}, xlabel, 'perplexity', path=path, ylim=ylim)
+
+
+def _finite(loss_sum, norm_sum):
+    """Whether a summed loss (a float) and a summed gradient norm are finite."""
+    return math.isfinite(loss_sum) and math.isfinite(float(norm_sum))
+
+
+def _exp(x):
+    """exp(x) as a perplexity: inf, not OverflowError, for a huge finite loss."""
+    return math.exp(x) if x < 709.0 else math.inf

@@ -8,20 +8,25 @@
 Each epoch prints train and valid perplexity, the learning rate, elapsed time
 and tokens/s; the learning rate is divided by --lr-decay when valid perplexity
 does not improve; the best parameters are kept and give the final test
-perplexity. Writes <out-dir>/log.jsonl and <out-dir>/perplexity.png.
+perplexity. Writes <out-dir>/log.jsonl and <out-dir>/perplexity.png, and
+<out-dir>/checkpoint.npz at every epoch end and on Ctrl-C:
+
+    python scripts/train_better_rnnlm.py --resume runs/better_rnnlm/checkpoint.npz
+
+Ctrl-C finishes the current iteration, saves the checkpoint, evaluates the
+best parameters on test and exits with status 130 (interrupted).
 """
-import argparse
 import os
 import sys
 import time
 
-from common.cli import (HelpFormatter, check_output_dir, nonnegative_int, optional_positive_float, positive_float,
-                        positive_int, ratio, run, select_backend)
+from common.cli import (ArgumentParser, HelpFormatter, add_checkpoint_flags, check_output_dir, checkpoint_options,
+                        nonnegative_int, optional_positive_float, parse_args, positive_float, positive_int, ratio,
+                        run, select_backend)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter)
     data = p.add_argument_group('data')
     data.add_argument('--data-dir', help='directory holding ptb.train.txt, ptb.valid.txt, ptb.test.txt '
                       '(directly or in ptb/); default: $DLFS_DATA_DIR, then the download cache')
@@ -63,6 +68,7 @@ def build_parser():
                      help='directory for log.jsonl and perplexity.png')
     out.add_argument('--save', default=None,
                      help='write the best parameters here (.npz); default <out-dir>/BetterRnnlm.npz')
+    add_checkpoint_flags(p)
     return p
 
 
@@ -97,7 +103,7 @@ def _ptb_path(split, data_dir):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args, resume = parse_args(build_parser(), argv)
     backend = select_backend(args.gpu)
     check_output_dir(args.out_dir)
     save_path = args.save or os.path.join(args.out_dir, 'BetterRnnlm.npz')
@@ -124,9 +130,10 @@ def main(argv=None):
         model, SGD(args.lr), train, valid, test, max_epoch=args.max_epoch, batch_size=args.batch_size,
         time_size=args.time_size, max_grad=args.max_grad, eval_interval=args.eval_interval,
         lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size, out_dir=args.out_dir,
-        save_path=save_path, vocab=list(word_to_id), log_extra={'args': vars(args), 'vocab_size': vocab_size, 'data': source})
-    print(f"wrote {result['plot']}, {result['log']} and {save_path}")
-    return 0
+        save_path=save_path, vocab=list(word_to_id), log_extra={'args': vars(args), 'vocab_size': vocab_size, 'data': source},
+        **checkpoint_options(args, resume))
+    print(f"wrote {result['plot']}, {result['log']}, {save_path} and {result['checkpoint']}")
+    return 130 if result['interrupted'] else 0
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ def rng():
 IN_CI = os.environ.get('CI', '').lower() == 'true'
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def shared_data():
     """The real corpora; skipped on a machine without them, a failure in CI."""
     if not os.path.isdir(os.path.join(SHARED_DATA, 'ptb')):

@@ -33,7 +33,7 @@ def test_gpu_on_without_cupy_is_a_clear_error(tmp_path):
     # An empty directory first on the path hides nothing; make sure 'cupy' cannot import.
     blocker = tmp_path / 'cupy.py'
     blocker.write_text("raise ImportError('No module named cupy')\n")
-    r = run_python('import common.np', {'DLFS_GPU': '1', 'PYTHONPATH': str(tmp_path)})
+    r = run_python('import common.np', {'DLFS_GPU': '1', 'PYTHONPATH': str(tmp_path) + os.pathsep + ROOT})
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert 'BackendError' in last and 'CuPy' in last and 'pip install' in last
@@ -41,7 +41,7 @@ def test_gpu_on_without_cupy_is_a_clear_error(tmp_path):
 
 def test_gpu_flag_without_cupy_in_script_is_one_line(tmp_path):
     (tmp_path / 'cupy.py').write_text("raise ImportError('No module named cupy')\n")
-    r = run_python(os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py'), {'PYTHONPATH': str(tmp_path)},
+    r = run_python(os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py'), {'PYTHONPATH': str(tmp_path) + os.pathsep + ROOT},
                    '--gpu', '--out-dir', str(tmp_path / 'out'))
     assert r.returncode == 2
     assert r.stderr.count('\n') == 1 and r.stderr.startswith('error: GPU requested')

@@ -58,7 +58,8 @@ def test_help_documents_every_flag():
     assert r.returncode == 0
     for flag in ('--data-dir', '--train-file', '--valid-file', '--test-file', '--cell', '--wordvec-size',
                  '--hidden-size', '--dropout', '--batch-size', '--time-size', '--lr', '--lr-decay',
-                 '--max-epoch', '--max-grad', '--eval-interval', '--gpu', '--seed', '--save', '--out-dir'):
+                 '--max-epoch', '--max-grad', '--eval-interval', '--gpu', '--seed', '--save', '--out-dir', '--resume',
+                 '--checkpoint', '--divergence-factor', '--max-divergences'):
         assert flag in r.stdout
     assert '(default: 10.0)' in r.stdout and '(default: 0.25)' in r.stdout
 

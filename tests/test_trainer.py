@@ -152,3 +152,139 @@ def test_clip_grads(rng):
 def test_window_indices_wrap():
     idx = window_indices(np.array([0, 8]), 1, 3, 10)
     np.testing.assert_array_equal(idx, [[1, 2, 3], [9, 0, 1]])
+
+
+class HostReads:
+    """A loss that counts how often the host reads it (float()), as a GPU
+    scalar would cost a device synchronisation each time."""
+    reads = 0
+
+    def __init__(self, value):
+        self.value = value
+
+    def __add__(self, other):
+        return HostReads(self.value + (other.value if isinstance(other, HostReads) else other))
+
+    __radd__ = __add__
+
+    def __float__(self):
+        HostReads.reads += 1
+        return float(self.value)
+
+
+class Scripted(Recorder):
+    """Returns ``losses[i]`` at iteration i as a HostReads scalar."""
+
+    def __init__(self, losses):
+        super().__init__(0.0)
+        self.losses = list(losses)
+
+    def forward(self, xs, ts, train_flg=True):
+        return HostReads(self.losses[len(self.batches.append((xs, ts, train_flg)) or self.batches) - 1])
+
+
+def test_non_finite_loss_is_found_at_the_next_report_without_per_iteration_reads(capsys):
+    corpus = np.arange(201)
+    losses = [1.0] * 20
+    losses[7] = float('nan')
+    HostReads.reads = 0
+    trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=5)
+    assert trainer.diverged_at == 11            # reports at iterations 1, 6, 11: seen at 11
+    assert HostReads.reads == 3                 # one read per report, none in between
+    assert trainer.current_epoch == 0 and trainer.epoch_ppl is None
+    assert capsys.readouterr().out.splitlines()[-1] == ('| epoch 1 | iter 11 / 20 | non-finite loss or gradient '
+                                                        'norm: training stopped; lower the learning rate or clip '
+                                                        'gradients')
+
+    HostReads.reads = 0
+    losses[7], losses[18] = 1.0, float('inf')
+    trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
+    assert trainer.diverged_at == 20 and HostReads.reads == 1      # at the end of the epoch
+
+    capsys.readouterr()
+    trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
+    trainer.report_divergence = False           # the epoch loop says what it does about it instead
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
+    assert trainer.diverged_at == 20 and capsys.readouterr().out == ''
+
+    HostReads.reads = 0
+    losses[18] = 1.0
+    trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
+    assert trainer.diverged_at is None and trainer.current_epoch == 1 and HostReads.reads == 1
+    assert trainer.epoch_ppl == pytest.approx(math.e)
+
+
+def test_non_finite_gradient_norm_is_found():
+    class InfGradient(Scripted):        # finite losses; the gradient of iteration 4 overflows
+        def backward(self, dout=1):
+            self.grads[0][...] = np.inf if len(self.batches) == 4 else 1.0
+
+    corpus = np.arange(201)
+    trainer = RnnlmTrainer(InfGradient([1.0] * 20), SGD(0.1))
+    with np.errstate(invalid='ignore'):
+        trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, max_grad=1.0,
+                    eval_interval=3)
+    assert trainer.diverged_at == 4             # reports at iterations 1, 4: seen at 4
+
+
+class StopAfter(SGD):
+    """SGD that asks the trainer to stop after ``n`` updates, as Ctrl-C does."""
+
+    def __init__(self, lr, n):
+        super().__init__(lr)
+        self.n, self.trainer = n, None
+
+    def update(self, params, grads):
+        super().update(params, grads)
+        self.n -= 1
+        if self.n == 0:
+            self.trainer.stop_requested = True
+
+
+def test_stop_then_start_mid_epoch_equals_an_uninterrupted_epoch():
+    from common import np as backend
+    corpus = np.random.default_rng(0).integers(0, 9, 401)
+
+    def model():
+        np.random.seed(3)
+        backend.seed(3)
+        return Rnnlm(9, 6, 6, num_layers=2, dropout_ratio=0.3, cell='lstm')
+
+    whole = RnnlmTrainer(model(), SGD(1.0))
+    whole.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=5, max_grad=1.0, eval_interval=0)
+
+    opt = StopAfter(1.0, 7)
+    parts = RnnlmTrainer(model(), opt)
+    opt.trainer = parts
+    parts.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=5, max_grad=1.0, eval_interval=0)
+    assert parts.stopped_at == 7 and parts.current_epoch == 0 and parts.epoch_ppl is None
+    done_loss = float(parts.epoch_loss)
+    parts.stop_requested = False
+    parts.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=5, max_grad=1.0, eval_interval=0,
+              start_iter=7, start_loss=done_loss)
+    assert parts.stopped_at is None and parts.current_epoch == 1
+    for p, q in zip(whole.model.params, parts.model.params):
+        np.testing.assert_array_equal(p, q)
+    assert parts.epoch_ppl == whole.epoch_ppl
+
+
+def test_stop_on_the_last_iteration_completes_the_epoch():
+    trainer = RnnlmTrainer(Recorder(1.0), SGD(0.1))
+    trainer.stop_requested = True
+    corpus = np.arange(21)
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=10, eval_interval=0)
+    assert trainer.stopped_at is None and trainer.current_epoch == 1      # one iteration: nothing cut
+
+
+def test_a_stop_after_a_non_finite_loss_reports_divergence_not_a_stop():
+    corpus = np.arange(201)
+    losses = [1.0] * 20
+    losses[2] = float('nan')
+    opt = StopAfter(0.1, 4)
+    trainer = RnnlmTrainer(Scripted(losses), opt)
+    opt.trainer = trainer
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
+    assert trainer.stopped_at is None and trainer.diverged_at == 4
