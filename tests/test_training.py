@@ -190,7 +190,17 @@ class PoisonAt(SignalAt):
         super().update(params, grads)
 
 
-@pytest.mark.parametrize('kind,lr,at', [(SignalAt, HUGE, 3), (PoisonAt, 0.5, 1)],
+class PoisonBefore(SignalAt):
+    """SignalAt that overflows the output bias one update before signalling:
+    the loss of the signalled iteration is already non-finite."""
+
+    def update(self, params, grads):
+        if self._n == 2:
+            params[-1][0] = np.inf
+        super().update(params, grads)
+
+
+@pytest.mark.parametrize('kind,lr,at', [(PoisonBefore, 0.5, 3), (PoisonAt, 0.5, 1)],
                          ids=['loss already non-finite', 'only a parameter non-finite'])
 def test_ctrl_c_in_a_diverged_state_saves_the_last_good_one(tmp_path, capsys, kind, lr, at):
     """Ctrl-C arriving after the run diverged but before a report saw it
