@@ -30,7 +30,8 @@ class JsonLog:
 def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, batch_size, time_size,
                           max_grad, eval_interval, out_dir, lr_decay=4.0, eval_batch_size=10,
                           save_path=None, vocab=None, unit='word', log_extra=None, trainer=None,
-                          evaluate=None, max_seconds=None, valid_interval=None, save_meta=None):
+                          evaluate=None, max_seconds=None, valid_interval=None, save_meta=None,
+                          lr_epoch_factor=1.0):
     """Train ``model`` on the 1-D id array ``train`` for ``max_epoch`` epochs;
     returns a dict with the history, the best validation and the test
     perplexity (``None`` when ``test`` is None). The best parameters go to
@@ -42,7 +43,9 @@ def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, ba
     ``max_seconds`` ends training once that many seconds were spent in training
     iterations (evaluation does not count) and evaluates the epoch in progress;
     ``valid_interval`` evaluates on ``valid`` every that many iterations as well,
-    logging ``eval`` records and drawing ``curve.png`` (loss against training time).
+    logging ``eval`` records and drawing ``curve.png`` (loss against training time);
+    ``lr_epoch_factor`` multiplies the learning rate after every epoch
+    (exponential decay, on top of the decay on a plateau).
     """
     trainer = trainer or RnnlmTrainer(model, optimizer)
     if evaluate is None:
@@ -90,6 +93,7 @@ def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, ba
                     model.save_params(save_path, vocab=vocab, meta=save_meta)
             else:
                 optimizer.lr /= lr_decay
+            optimizer.lr *= lr_epoch_factor
             plot_history(history, plot_path, unit)
             if trainer.stopped_early:
                 break

@@ -69,10 +69,12 @@ def build_parser():
 
     train = p.add_argument_group('training')
     train.add_argument('--optimizer', choices=OPTIMIZERS, default='adam', help='optimizer')
-    train.add_argument('--lr', type=positive_float, default=0.005, help='learning rate')
+    train.add_argument('--lr', type=positive_float, default=0.008, help='learning rate')
     train.add_argument('--lr-decay', type=positive_float, default=2.0,
                        help='divide the learning rate by this when valid loss does not improve over an epoch '
-                            '(1: constant)')
+                            '(1: never)')
+    train.add_argument('--lr-epoch-factor', type=positive_float, default=0.6,
+                       help='multiply the learning rate by this after every epoch (1: never)')
     train.add_argument('--max-grad', type=optional_positive_float, default=5.0,
                        help="clip the global gradient norm to this ('none' to disable)")
     train.add_argument('--batch-size', type=positive_int, default=64, help='rows per batch')
@@ -151,7 +153,7 @@ def main(argv=None):
         eval_interval=args.eval_interval, lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size,
         out_dir=args.out_dir, save_path=save_path, vocab=vocab.tokens, unit='char', trainer=trainer,
         evaluate=evaluate, max_seconds=args.max_seconds, valid_interval=args.valid_interval or None,
-        save_meta=corpus.save_meta(),
+        save_meta=corpus.save_meta(), lr_epoch_factor=args.lr_epoch_factor,
         log_extra={'args': vars(args), 'vocab_size': len(vocab), 'data': corpus.description})
     outputs = [result['plot'], result['log']] + ([os.path.join(args.out_dir, 'curve.png')]
                                                   if args.valid_interval else [])

@@ -123,7 +123,7 @@ def test_help_lists_every_flag():
     assert r.returncode == 0
     for flag in ('--corpus', '--format', '--split', '--sentences', '--data-dir', '--max-chars', '--cell', '--layers',
                  '--embed-size', '--hidden-size', '--dropout', '--tie', '--optimizer', '--lr', '--lr-decay',
-                 '--max-grad', '--batch-size', '--time-size', '--max-epoch', '--max-seconds', '--eval-interval',
+                 '--lr-epoch-factor', '--max-grad', '--batch-size', '--time-size', '--max-epoch', '--max-seconds', '--eval-interval',
                  '--valid-interval', '--eval-batch-size', '--seed', '--gpu', '--out-dir', '--save', '--sample'):
         assert flag in r.stdout, flag
     g = run_script(GENERATE, '--help')

@@ -77,7 +77,7 @@ def test_callback_sees_every_iteration_and_its_time_is_not_training_time(clock):
     assert not trainer.stopped_early
 
 
-def small_run(tmp_path, name, **kwargs):
+def small_run(tmp_path, name, lr_decay=4.0, **kwargs):
     rng = np.random.RandomState(0)
     corpus = rng.randint(0, 12, 3000).astype(np.int32)
     np.random.seed(5)
@@ -86,7 +86,7 @@ def small_run(tmp_path, name, **kwargs):
     out.mkdir()
     result = train_with_validation(model, Adam(0.01), corpus[:2401], corpus[2401:], None, max_epoch=2,
                                    batch_size=4, time_size=10, max_grad=1.0, eval_interval=0, out_dir=str(out),
-                                   eval_batch_size=4, unit='char', **kwargs)
+                                   eval_batch_size=4, unit='char', lr_decay=lr_decay, **kwargs)
     return model, result, [json.loads(line) for line in open(out / 'log.jsonl')]
 
 
@@ -147,3 +147,10 @@ def test_get_state_and_set_state_round_trip():
         model.reset_state()
         model.set_state(state)
         np.testing.assert_array_equal(model.predict(np.array([[1], [2]])), before)
+
+
+def test_learning_rate_factor_after_every_epoch(tmp_path):
+    _, result, log = small_run(tmp_path, 'factor', lr_epoch_factor=0.5, lr_decay=3.0)
+    e1, e2 = (r for r in log if r['event'] == 'epoch')
+    assert e1['lr'] == 0.01 and e2['valid_ppl'] < e1['valid_ppl']      # improved: only the factor applies
+    assert e2['lr'] == pytest.approx(0.01 * 0.5)
