@@ -261,7 +261,7 @@ def plot(results, path, seconds):
         series[f'{name} train'] = (x, [math.log(p['train_ppl']) for p in r['curve']])
     series[f'target {TARGET:.2f}'] = ([0, seconds], [TARGET, TARGET])
     return line_plot(series, 'training time (s)', 'loss (nats/char)', path=path, ylim=(1.2, 3.0),
-                     title='Tiny Shakespeare, GRU, valid loss against training time')
+                     title='Tiny Shakespeare, GRU: loss against training time')
 
 
 def main(argv=None):

@@ -144,3 +144,23 @@ def test_user_mistakes_give_one_line(tmp_path, args, message):
     r = run_script(TRAIN, *args, '--out-dir', str(tmp_path))
     assert r.returncode == 2
     assert message in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_benchmark_runs_and_skips_pytorch_when_missing(shared_data, tmp_path):
+    """scripts/bench_char.py end to end on a tiny budget (its figures are not
+    checked here: speed is measured by running it, never in a test)."""
+    (tmp_path / 'torch.py').write_text("raise ImportError('No module named torch')\n")
+    env = {'PYTHONPATH': str(tmp_path) + os.pathsep + os.environ.get('PYTHONPATH', '')}
+    out = tmp_path / 'bench'
+    r = run_script(os.path.join(ROOT, 'scripts', 'bench_char.py'), '--data-dir', shared_data, '--seconds', '1',
+                   '--hidden-size', '32', '--embed-size', '16', '--valid-interval', '5', '--sample', '50',
+                   '--out', str(out), '--run-dir', str(tmp_path / 'run'), env=env)
+    assert r.returncode == 0, r.stderr
+    assert '== PyTorch skipped: PyTorch is not installed' in r.stdout
+    assert 'target: valid loss <= 1.60 nats/char after <= 1 s of training: NOT met' in r.stdout
+    report = json.loads((tmp_path / 'bench.json').read_text())
+    assert list(report['results']) == ['dlfs-gru'] and report['torch'] == 'skipped: PyTorch is not installed'
+    ours = report['results']['dlfs-gru']
+    assert ours['train_seconds'] <= 1.0 or ours['iters'] == 1
+    assert ours['curve'][-1]['iter'] == ours['iters'] and len(ours['sample']) == 50
+    assert (tmp_path / 'bench.png').read_bytes()[:4] == b'\x89PNG'
