@@ -7,7 +7,8 @@
 The model file holds the parameters, the model's options and the vocabulary.
 The prime is fed once; every further token is one step (T = 1) of the
 stateful recurrent layers. Models trained with --sentences start every sample
-at <bos> and stop at <eos> (one sample per line).
+at <bos> and stop at <eos>; samples that stop at the end token take one line
+each, others are separated by a line '----'.
 """
 import argparse
 import sys
@@ -53,12 +54,12 @@ def main(argv=None):
     import numpy
     from ch_gru.generate import TextGenerator
     generator = TextGenerator.load(args.model)
-    generator.check_options(args.temperature, args.top_k, args.skip, args.stop_at_end)
+    _, end_id = generator.check_options(args.temperature, args.top_k, args.skip, args.stop_at_end)
     rng = numpy.random.default_rng(args.seed)
     for i in range(args.samples):
         text = generator.sample(args.prime, args.length, args.temperature, args.top_k, skip=args.skip,
                                 stop_at_end=args.stop_at_end, rng=rng)
-        if i and not generator.sentences:
+        if i and end_id is None:             # samples of several lines: a separator line between them
             print('\n----')
         print(text, flush=True)
     return 0

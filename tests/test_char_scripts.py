@@ -164,3 +164,23 @@ def test_benchmark_runs_and_skips_pytorch_when_missing(shared_data, tmp_path):
     assert ours['train_seconds'] <= 1.0 or ours['iters'] == 1
     assert ours['curve'][-1]['iter'] == ours['iters'] and len(ours['sample']) == 50
     assert (tmp_path / 'bench.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_generation_from_a_word_model_file(tmp_path):
+    """A file as scripts/train_better_rnnlm.py writes it (BetterRnnlm with its vocabulary)."""
+    import numpy as np
+    from ch_gru.better_rnnlm import BetterRnnlm
+    words = ['<unk>', 'the', 'market', 'fell', 'and', 'rose', '<eos>']
+    np.random.seed(0)
+    model = BetterRnnlm(vocab_size=len(words), wordvec_size=8, hidden_size=8)
+    for p in model.params:
+        p *= 20                                      # a peaky model: <unk> and <eos> come up often
+    path = model.save_params(str(tmp_path / 'BetterRnnlm.npz'), vocab=words)
+    g = run_script(GENERATE, path, '--prime', 'the market', '--length', '40', '--skip', '<unk>', '--seed', '1')
+    assert g.returncode == 0, g.stderr
+    assert g.stdout.startswith('the market') and '<unk>' not in g.stdout and '<eos>' not in g.stdout
+    stop = run_script(GENERATE, path, '--prime', 'the', '--length', '200', '--stop-at-end', '--samples', '3')
+    assert stop.returncode == 0, stop.stderr
+    assert len(stop.stdout.splitlines()) == 3
+    bad = run_script(GENERATE, path, '--prime', 'the dog')
+    assert bad.returncode == 2 and "not in the model's vocabulary ('dog')" in bad.stderr
