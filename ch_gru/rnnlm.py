@@ -95,6 +95,15 @@ class Rnnlm(BaseModel):
         for layer in self.rnn_layers:
             layer.reset_state()
 
+    def get_state(self):
+        """The recurrent layers' carried state: per layer (h,) or, for LSTM, (h, c)."""
+        return [(layer.h, layer.c) if hasattr(layer, 'c') else (layer.h,) for layer in self.rnn_layers]
+
+    def set_state(self, state):
+        """Restore what :meth:`get_state` returned."""
+        for layer, s in zip(self.rnn_layers, state):
+            layer.set_state(*s)
+
 
 def load_model(path, dtype=None):
     """Rebuild the model saved in ``path`` (by ``save_params``) from the options

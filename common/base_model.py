@@ -35,21 +35,24 @@ class BaseModel:
         """name -> NumPy copy of each parameter, in ``params`` order."""
         return {f'param_{i:03d}': backend.asnumpy(p) for i, p in enumerate(self.params)}
 
-    def params_meta(self, vocab=None):
+    def params_meta(self, vocab=None, extra=None):
         meta = {'format': PARAMS_FORMAT, 'model': self.__class__.__name__, 'config': self.config,
                 'shapes': [list(p.shape) for p in self.params]}
         if vocab is not None:
             meta['vocab'] = list(vocab)
+        for key, value in (extra or {}).items():
+            meta.setdefault(key, value)        # never overrides what describes the parameters
         return meta
 
-    def save_params(self, file_name=None, vocab=None):
+    def save_params(self, file_name=None, vocab=None, meta=None):
         """Write the parameters to ``file_name`` (default ``<ClassName>.npz``),
         atomically, as float arrays plus the model's name, options and shapes,
         and ``vocab`` (the tokens in id order) when given, so that the file
         alone is enough to rebuild the model and read its output
-        (:func:`ch_gru.rnnlm.load_model`)."""
+        (:func:`ch_gru.rnnlm.load_model`). ``meta`` (a JSON-able dict) adds
+        more, e.g. how the text was turned into tokens."""
         file_name = file_name or self.__class__.__name__ + '.npz'
-        save_npz(file_name, self.params_to_host(), self.params_meta(vocab))
+        save_npz(file_name, self.params_to_host(), self.params_meta(vocab, meta))
         return file_name
 
     def load_params(self, file_name=None):

@@ -45,7 +45,7 @@ from common.cli import check_output_dir
 from common.np import np
 from common.errors import ConfigError, DataError, TrainingError, UserError
 from common.plotting import line_plot
-from common.trainer import RnnlmTrainer
+from common.trainer import RnnlmTrainer, describe_ppl
 from common.util import eval_perplexity
 
 
@@ -60,18 +60,12 @@ class JsonLog:
             f.write(json.dumps(record) + '\n')
 
 
-def describe_ppl(ppl, unit):
-    """'ppl 123.45', plus nats and bits per character for character models."""
-    if unit == 'char':
-        nats = math.log(ppl)
-        return f'loss {nats:.4f} nats/char | {nats / math.log(2):.4f} bpc | ppl {ppl:.3f}'
-    return f'ppl {ppl:.2f}'
-
-
 def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, batch_size, time_size,
                           max_grad, eval_interval, out_dir, lr_decay=4.0, eval_batch_size=10,
                           save_path=None, vocab=None, unit='word', log_extra=None, checkpoint_path=None,
-                          resume=None, resume_lr=None, options=None, divergence_factor=4.0, max_divergences=3):
+                          resume=None, resume_lr=None, options=None, divergence_factor=4.0, max_divergences=3,
+                          trainer=None, evaluate=None, max_seconds=None, valid_interval=None, save_meta=None,
+                          lr_epoch_factor=1.0):
     """Train ``model`` on the 1-D id array ``train`` for ``max_epoch`` epochs;
     returns a dict with the history, the best validation and the test
     perplexity (``None`` when ``test`` is None or no epoch finished), whether
@@ -79,7 +73,18 @@ def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, ba
     ``save_path`` with ``vocab`` (tokens in id order) beside them; the
     checkpoint, with ``options`` (JSON-able, e.g. ``vars(args)``), to
     ``checkpoint_path``. ``resume`` (a :class:`common.checkpoint.Checkpoint`)
-    continues that run, with ``resume_lr`` as learning rate when given."""
+    continues that run, with ``resume_lr`` as learning rate when given.
+
+    For other kinds of runs (the character models): ``trainer`` replaces
+    :class:`RnnlmTrainer` (e.g. :class:`common.sentences.SentenceTrainer`) and
+    ``evaluate(model, corpus) -> perplexity`` replaces :func:`eval_perplexity`;
+    ``max_seconds`` ends training once that many seconds were spent in training
+    iterations (evaluation does not count; the budget restarts on resume) and
+    evaluates the epoch in progress; ``valid_interval`` evaluates on ``valid``
+    every that many iterations as well, logging ``eval`` records and drawing
+    ``curve.png`` (loss against training time); ``lr_epoch_factor`` multiplies
+    the learning rate after every epoch (exponential decay, on top of the
+    decay on a plateau); ``save_meta`` is stored beside the best parameters."""
     settings = dict(max_epoch=max_epoch, batch_size=batch_size, time_size=time_size, max_grad=max_grad,
                     eval_interval=eval_interval, lr_decay=lr_decay, eval_batch_size=eval_batch_size,
                     divergence_factor=divergence_factor, max_divergences=max_divergences)
@@ -96,8 +101,13 @@ def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, ba
     data = dict(corpus_fingerprint(train), batch_size=batch_size, time_size=time_size)
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
+    if evaluate is None:
+        def evaluate(m, corpus):
+            return eval_perplexity(m, corpus, batch_size=eval_batch_size, time_size=time_size)
+    settings.update(max_seconds=max_seconds, lr_epoch_factor=lr_epoch_factor)
     loop = EpochLoop(model, optimizer, train, valid, test, settings, out_dir=out_dir, save_path=save_path,
-                     vocab=vocab, unit=unit, checkpoint_path=checkpoint_path, options=options, data=data)
+                     vocab=vocab, unit=unit, checkpoint_path=checkpoint_path, options=options, data=data,
+                     trainer=trainer, evaluate=evaluate, valid_interval=valid_interval, save_meta=save_meta)
     return loop.run(resume, resume_lr, log_extra)
 
 
@@ -105,16 +115,22 @@ class EpochLoop:
     """The loop of :func:`train_with_validation`, one method per event."""
 
     def __init__(self, model, optimizer, train, valid, test, settings, *, out_dir, save_path, vocab, unit,
-                 checkpoint_path, options, data):
+                 checkpoint_path, options, data, trainer, evaluate, valid_interval, save_meta):
         self.model, self.optimizer = model, optimizer
         self.train, self.valid, self.test = train, valid, test
         self.s = settings
         self.save_path, self.vocab, self.unit = save_path, vocab, unit
         self.checkpoint_path, self.options, self.data = checkpoint_path, options, data
-        self.trainer = RnnlmTrainer(model, optimizer)
+        self.trainer = trainer or RnnlmTrainer(model, optimizer)
         self.trainer.report_divergence = False      # diverged() says what happens instead
+        self.evaluate, self.save_meta = evaluate, save_meta
+        self.tracker = ValidTracker(evaluate, valid, None, unit, os.path.join(out_dir, 'curve.png')) \
+            if valid_interval else None
+        self.callback = self.tracker.interval_callback(valid_interval) if self.tracker else None
         self.state, self.best_params = TrainingState(), None
         self.log = JsonLog(os.path.join(out_dir, 'log.jsonl'))
+        if self.tracker:
+            self.tracker.log = self.log
         self.plot_path = os.path.join(out_dir, 'perplexity.png')
         self.started, self.elapsed_before = time.time(), 0.0
         self.unsaved = False
@@ -150,12 +166,16 @@ class EpochLoop:
     def epochs(self):
         s, trainer = self.s, self.trainer
         good = self.remember()
-        while self.state.epoch < s['max_epoch'] and not trainer.stop_requested:
+        while (self.state.epoch < s['max_epoch'] and not trainer.stop_requested
+               and not trainer.out_of_time(s['max_seconds'])):
             st, lr = self.state, self.optimizer.lr
             trainer.current_epoch = st.epoch
             trainer.fit(self.train[:-1], self.train[1:], max_epoch=1, batch_size=s['batch_size'],
                         time_size=s['time_size'], max_grad=s['max_grad'], eval_interval=s['eval_interval'],
-                        start_iter=st.iteration, start_loss=st.epoch_loss)
+                        start_iter=st.iteration, start_loss=st.epoch_loss, unit=self.unit,
+                        max_seconds=s['max_seconds'], callback=self.callback)
+            if trainer.stopped_early and trainer.epoch_iters_done == 0:
+                break                                    # the time budget ran out before this epoch
             if trainer.stopped_at is not None and not all_finite(self.model.params):
                 trainer.diverged_at, trainer.stopped_at = trainer.stopped_at, None
             if trainer.stopped_at is not None:           # Ctrl-C inside the epoch, in a good state
@@ -172,6 +192,8 @@ class EpochLoop:
                 continue
             self.end_epoch(lr, valid_ppl)
             good = self.remember()
+            if trainer.stopped_early:
+                break
         if self.unsaved:
             self.save()
 
@@ -190,8 +212,7 @@ class EpochLoop:
 
     def validate(self):
         self.model.reset_state()
-        ppl = eval_perplexity(self.model, self.valid, batch_size=self.s['eval_batch_size'],
-                              time_size=self.s['time_size'])
+        ppl = self.tracker.at_epoch_end(self.trainer) if self.tracker else self.evaluate(self.model, self.valid)
         self.model.reset_state()
         return ppl
 
@@ -205,16 +226,20 @@ class EpochLoop:
             st.best_valid_ppl = valid_ppl
             self.best_params = [p.copy() for p in self.model.params]
             if self.save_path:
-                self.model.save_params(self.save_path, vocab=self.vocab)
+                self.model.save_params(self.save_path, vocab=self.vocab, meta=self.save_meta)
         else:
             self.optimizer.lr /= self.s['lr_decay']
+        self.optimizer.lr *= self.s['lr_epoch_factor']
         self.save()                 # before the epoch line: a printed epoch is a saved epoch
         elapsed = self.elapsed()
+        budget = ' | time budget reached' if trainer.stopped_early else ''
         print(f'| epoch {st.epoch} | train {describe_ppl(trainer.epoch_ppl, unit)} | valid '
               f'{describe_ppl(valid_ppl, unit)} | lr {lr:g} | time {elapsed:.0f}[s] | '
-              f'{trainer.tokens_per_sec:.0f} tok/s', flush=True)
+              f'{trainer.tokens_per_sec:.0f} tok/s{budget}', flush=True)
         self.log.write(event='epoch', epoch=st.epoch, train_ppl=trainer.epoch_ppl, valid_ppl=valid_ppl, lr=lr,
-                       elapsed_s=elapsed, tokens_per_sec=trainer.tokens_per_sec)
+                       elapsed_s=elapsed, tokens_per_sec=trainer.tokens_per_sec,
+                       train_seconds=trainer.train_seconds, iters=trainer.epoch_iters_done,
+                       partial=trainer.stopped_early)
         plot_history(st.history, self.plot_path, unit)
 
     def diverged(self, good, problem):
@@ -276,17 +301,21 @@ class EpochLoop:
         test_ppl = None
         if self.test is not None and self.best_params is not None:
             self.model.reset_state()
-            test_ppl = eval_perplexity(self.model, self.test, batch_size=self.s['eval_batch_size'],
-                                       time_size=self.s['time_size'])
+            test_ppl = self.evaluate(self.model, self.test)
             print(f'| end | best valid {describe_ppl(st.best_valid_ppl, unit)} | test '
                   f'{describe_ppl(test_ppl, unit)}', flush=True)
         elif self.best_params is None:
             print('-- no epoch finished: no test perplexity', flush=True)
+        else:
+            print(f'| end | best valid {describe_ppl(st.best_valid_ppl, unit)}', flush=True)
+        trainer = self.trainer
         self.log.write(event='end', best_valid_ppl=st.best_valid_ppl, test_ppl=test_ppl,
-                       elapsed_s=self.elapsed(), interrupted=interrupted)
+                       elapsed_s=self.elapsed(), train_seconds=trainer.train_seconds, iters=trainer.total_iters,
+                       interrupted=interrupted)
         return {'history': st.history, 'best_valid_ppl': st.best_valid_ppl, 'test_ppl': test_ppl,
                 'plot': self.plot_path, 'log': self.log.path, 'interrupted': interrupted,
-                'checkpoint': self.checkpoint_path}
+                'checkpoint': self.checkpoint_path, 'train_seconds': trainer.train_seconds,
+                'curve': self.tracker.points if self.tracker else None}
 
 
 def all_finite(arrays):
@@ -359,8 +388,64 @@ def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag):
                         f"vocabulary the model was built with")
 
 
+class ValidTracker:
+    """Validation during an epoch: every ``interval`` iterations the model's
+    recurrent state is put aside, ``valid`` is evaluated from a fresh state,
+    and training goes on from the state it had. Each point
+    (iteration, training seconds, train and valid perplexity) is printed,
+    logged as an ``eval`` record and drawn into ``curve.png``."""
+
+    def __init__(self, evaluate, valid, log, unit, curve_path):
+        self.evaluate, self.valid, self.log, self.unit = evaluate, valid, log, unit
+        self.curve_path = curve_path
+        self.points = []
+        self.loss_sum, self.loss_count = 0, 0
+
+    def interval_callback(self, interval):
+        def callback(trainer, loss):
+            self.loss_sum += loss          # a backend scalar: no device sync per iteration
+            self.loss_count += 1
+            if trainer.total_iters % interval == 0:
+                state = trainer.model.get_state()
+                trainer.model.reset_state()
+                self.add_point(trainer)
+                trainer.model.set_state(state)
+        return callback
+
+    def at_epoch_end(self, trainer):
+        """Valid perplexity after the epoch; the interval point of this very
+        iteration when there is one."""
+        if self.points and self.points[-1]['iter'] == trainer.total_iters:
+            return self.points[-1]['valid_ppl']
+        return self.add_point(trainer)
+
+    def add_point(self, trainer):
+        valid_ppl = self.evaluate(trainer.model, self.valid)
+        train_ppl = math.exp(float(self.loss_sum) / self.loss_count) if self.loss_count else trainer.epoch_ppl
+        self.loss_sum, self.loss_count = 0, 0
+        point = {'iter': trainer.total_iters, 'train_seconds': trainer.train_seconds,
+                 'train_ppl': train_ppl, 'valid_ppl': valid_ppl}
+        self.points.append(point)
+        print(f'| iter {trainer.total_iters} | train time {trainer.train_seconds:.1f}[s] | train '
+              f'{describe_ppl(train_ppl, self.unit)} | valid {describe_ppl(valid_ppl, self.unit)}', flush=True)
+        self.log.write(event='eval', **point)
+        plot_curve(self.points, self.curve_path, self.unit)
+        return valid_ppl
+
+
 def plot_history(history, path, unit='word'):
     x = history['epoch']
     ylabel = 'perplexity' if unit == 'word' else 'perplexity (per character)'
     return line_plot({'train': (x, history['train']), 'valid': (x, history['valid'])}, 'epoch', ylabel,
                      path=path, logy=True, title='perplexity per epoch')
+
+
+def plot_curve(points, path, unit='word'):
+    """Train and valid loss (nats/char) or perplexity of ``points`` (the
+    ``eval`` records) against training seconds."""
+    def y(ppl):
+        return math.log(ppl) if unit == 'char' else ppl
+    x = [p['train_seconds'] for p in points]
+    lines = {label: (x, [y(p[f'{label}_ppl']) for p in points]) for label in ('train', 'valid')}
+    ylabel = 'loss (nats/char)' if unit == 'char' else 'perplexity'
+    return line_plot(lines, 'training time (s)', ylabel, path=path, title=f'{ylabel} during training')

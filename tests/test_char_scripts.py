@@ -1,0 +1,186 @@
+"""scripts/train_char_rnnlm.py and scripts/generate_text.py end to end on
+small slices of the real corpora, on NumPy and through the stand-in CuPy."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from test_backend import run_python
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, 'scripts', 'train_char_rnnlm.py')
+GENERATE = os.path.join(ROOT, 'scripts', 'generate_text.py')
+SMALL = ['--max-chars', '12000', '--embed-size', '16', '--hidden-size', '32', '--batch-size', '8',
+         '--time-size', '25', '--eval-batch-size', '8', '--seed', '1', '--sample', '80']
+
+
+def run_script(script, *args, env=None):
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env=dict(os.environ, **(env or {})))
+
+
+def events(out_dir):
+    return [json.loads(line) for line in open(os.path.join(out_dir, 'log.jsonl'))]
+
+
+def test_shakespeare_run_then_generation(shared_data, tmp_path):
+    out = tmp_path / 'run'
+    r = run_script(TRAIN, '--data-dir', shared_data, *SMALL, '--max-epoch', '2', '--eval-interval', '20',
+                   '--valid-interval', '25', '--out-dir', str(out))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith('data: Tiny Shakespeare, split 0.9/0.05/0.05: 12000 / 12000 / 12000 tokens, '
+                               'vocabulary 65')
+    assert 'model: Rnnlm(vocab_size=65, wordvec_size=16, hidden_size=32, num_layers=1' in lines[1]
+    assert '7,889 parameters' in lines[1]          # 65·16 + 16·96 + 32·96 + 96 + 32·65 + 65
+    report = next(line for line in lines if line.startswith('| epoch 1 | iter 21 / 59 |'))
+    assert 'nats/char' in report and 'bpc' in report and 'ppl' in report
+    interval = [line for line in lines if line.startswith('| iter ')]
+    assert [int(line.split()[2]) for line in interval] == [25, 50, 59, 75, 100, 118]   # and each epoch's end
+    assert all('valid loss' in line and 'train loss' in line for line in interval)
+    epochs = [line for line in lines if line.startswith('| epoch') and 'valid loss' in line]
+    assert len(epochs) == 2 and all('bpc' in e for e in epochs)
+    log = events(out)
+    assert [e['event'] for e in log] == ['start'] + ['eval'] * 3 + ['epoch'] + ['eval'] * 3 + ['epoch', 'end']
+    e1, e2 = (e for e in log if e['event'] == 'epoch')
+    assert e2['valid_ppl'] < e1['valid_ppl'] < 65               # it learns
+    assert log[0]['params'] == 7889 and log[0]['vocab_size'] == 65
+    for name in ('perplexity.png', 'curve.png'):
+        assert (out / name).read_bytes()[:4] == b'\x89PNG'
+    assert '-- sample (80 tokens, temperature 0.8):' in r.stdout
+
+    model = str(out / 'CharRnnlm.npz')
+    args = [model, '--prime', 'ROMEO:', '--length', '120', '--seed', '5', '--temperature', '0.9', '--top-k', '20']
+    g1, g2 = run_script(GENERATE, *args), run_script(GENERATE, *args)
+    assert g1.returncode == 0, g1.stderr
+    assert g1.stdout == g2.stdout and g1.stdout.startswith('ROMEO:')
+    assert len(g1.stdout) == len('ROMEO:') + 120 + 1
+    g3 = run_script(GENERATE, model, '--prime', 'ROMEO@')
+    assert g3.returncode == 2 and g3.stderr.count('\n') == 1
+    assert "error: the prime has 1 character(s) not in the vocabulary ('@')" in g3.stderr
+
+
+def test_ptb_characters_in_sentence_mode(shared_data, tmp_path):
+    data = tmp_path / 'data'
+    data.mkdir()
+    ptb = os.path.join(shared_data, 'ptb')
+    # ptb.char.train.txt is not available here: the valid file stands in for it
+    shutil.copy(os.path.join(ptb, 'ptb.char.valid.txt'), data / 'ptb.char.train.txt')
+    for name in ('ptb.char.valid.txt', 'ptb.char.test.txt'):
+        shutil.copy(os.path.join(ptb, name), data / name)
+    out = tmp_path / 'run'
+    r = run_script(TRAIN, '--corpus', 'ptb-char', '--data-dir', str(data), '--sentences', *SMALL,
+                   '--max-epoch', '1', '--optimizer', 'adagrad', '--lr', '0.05', '--eval-interval', '0',
+                   '--out-dir', str(out), env={'DLFS_CACHE_DIR': str(tmp_path / 'cache')})
+    assert r.returncode == 0, r.stderr
+    assert 'data: PTB characters' in r.stdout and '(with <bos>, <eos>)' in r.stdout
+    end = next(line for line in r.stdout.splitlines() if line.startswith('| end |'))
+    assert 'test loss' in end and 'bpc' in end
+    g = run_script(GENERATE, str(out / 'CharRnnlm.npz'), '--samples', '3', '--length', '300', '--seed', '2',
+                   '--prime', 'the ')
+    assert g.returncode == 0, g.stderr
+    samples = g.stdout.splitlines()
+    assert len(samples) == 3 and all(s.startswith('the ') for s in samples)
+    assert not any('_' in s or '<eos>' in s or '<bos>' in s for s in samples)
+
+
+def test_time_budget_stops_inside_the_first_epoch(shared_data, tmp_path):
+    r = run_script(TRAIN, '--data-dir', shared_data, *SMALL, '--max-chars', '300000', '--max-seconds', '0.3',
+                   '--eval-interval', '0', '--split', '0.9,0.1,0', '--out-dir', str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert 'time budget reached' in r.stdout
+    epoch, end = [e for e in events(tmp_path) if e['event'] in ('epoch', 'end')]
+    assert epoch['partial'] and epoch['iters'] < 300000 // (8 * 25)
+    assert end['test_ppl'] is None and end['train_seconds'] == epoch['train_seconds']
+
+
+def test_char_scripts_on_the_gpu_path(shared_data, tmp_path):
+    """Training and generation through the stand-in CuPy: no host/device
+    mixing, and the same sample as on NumPy from the same file and seed."""
+    out = tmp_path / 'gpu'
+    r = run_python(TRAIN, {'DLFS_GPU': '1'}, '--gpu', '--data-dir', shared_data, *SMALL, '--max-epoch', '1',
+                   '--valid-interval', '20', '--out-dir', str(out), fake_cupy=True)
+    assert r.returncode == 0, r.stderr
+    assert 'CuPy (GPU)' in r.stdout and '| end |' in r.stdout
+    out_s = tmp_path / 'gpu_sentences'
+    r = run_python(TRAIN, {'DLFS_GPU': '1'}, '--gpu', '--data-dir', shared_data, *SMALL, '--max-epoch', '1',
+                   '--sentences', '--out-dir', str(out_s), fake_cupy=True)
+    assert r.returncode == 0, r.stderr
+    for model in (out / 'CharRnnlm.npz', out_s / 'CharRnnlm.npz'):
+        args = [str(model), '--length', '60', '--seed', '3', '--top-k', '10', '--samples', '2']
+        gpu = run_python(GENERATE, {'DLFS_GPU': '1'}, '--gpu', *args, fake_cupy=True)
+        cpu = run_python(GENERATE, {}, *args)
+        assert gpu.returncode == 0, gpu.stderr
+        assert cpu.returncode == 0, cpu.stderr
+        assert gpu.stdout == cpu.stdout and gpu.stdout.strip()
+
+
+def test_help_lists_every_flag():
+    r = run_script(TRAIN, '--help')
+    assert r.returncode == 0
+    for flag in ('--corpus', '--format', '--split', '--sentences', '--data-dir', '--max-chars', '--cell', '--layers',
+                 '--embed-size', '--hidden-size', '--dropout', '--tie', '--optimizer', '--lr', '--lr-decay',
+                 '--lr-epoch-factor', '--max-grad', '--batch-size', '--time-size', '--max-epoch', '--max-seconds', '--eval-interval',
+                 '--valid-interval', '--eval-batch-size', '--seed', '--gpu', '--out-dir', '--save', '--sample'):
+        assert flag in r.stdout, flag
+    g = run_script(GENERATE, '--help')
+    for flag in ('--prime', '--length', '--samples', '--temperature', '--top-k', '--skip', '--stop-at-end',
+                 '--seed', '--gpu'):
+        assert flag in g.stdout, flag
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--tie', '--embed-size', '16', '--hidden-size', '32'], '--tie needs --embed-size (16) equal to --hidden-size'),
+    (['--split', '0.9,0.2,0'], 'summing to 1'),
+    (['--split', '0.9,x,0'], "'0.9,x,0' is not three numbers"),
+    (['--format', 'ptb-char'], '--format goes with --corpus PATH'),
+    (['--corpus', '/nonexistent/corpus.txt'], 'error: corpus file /nonexistent/corpus.txt does not exist'),
+    (['--optimizer', 'rmsprop'], "invalid choice: 'rmsprop'"),
+])
+def test_user_mistakes_give_one_line(tmp_path, args, message):
+    r = run_script(TRAIN, *args, '--out-dir', str(tmp_path))
+    assert r.returncode == 2
+    assert message in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_benchmark_runs_and_skips_pytorch_when_missing(shared_data, tmp_path):
+    """scripts/bench_char.py end to end on a tiny budget (its figures are not
+    checked here: speed is measured by running it, never in a test)."""
+    (tmp_path / 'torch.py').write_text("raise ImportError('No module named torch')\n")
+    env = {'PYTHONPATH': str(tmp_path) + os.pathsep + os.environ.get('PYTHONPATH', '')}
+    out = tmp_path / 'bench'
+    r = run_script(os.path.join(ROOT, 'scripts', 'bench_char.py'), '--data-dir', shared_data, '--seconds', '1',
+                   '--hidden-size', '32', '--embed-size', '16', '--valid-interval', '5', '--sample', '50',
+                   '--out', str(out), '--run-dir', str(tmp_path / 'run'), env=env)
+    assert r.returncode == 0, r.stderr
+    assert '== PyTorch skipped: PyTorch is not installed' in r.stdout
+    assert 'target: valid loss <= 1.60 nats/char after <= 1 s of training: NOT met' in r.stdout
+    report = json.loads((tmp_path / 'bench.json').read_text())
+    assert list(report['results']) == ['dlfs-gru'] and report['torch'] == 'skipped: PyTorch is not installed'
+    ours = report['results']['dlfs-gru']
+    assert ours['train_seconds'] <= 1.0 or ours['iters'] == 1
+    assert ours['curve'][-1]['iter'] == ours['iters'] and len(ours['sample']) == 50
+    assert (tmp_path / 'bench.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_generation_from_a_word_model_file(tmp_path):
+    """A file as scripts/train_better_rnnlm.py writes it (BetterRnnlm with its vocabulary)."""
+    import numpy as np
+    from ch_gru.better_rnnlm import BetterRnnlm
+    words = ['<unk>', 'the', 'market', 'fell', 'and', 'rose', '<eos>']
+    np.random.seed(0)
+    model = BetterRnnlm(vocab_size=len(words), wordvec_size=8, hidden_size=8)
+    for p in model.params:
+        p *= 20                                      # a peaky model: <unk> and <eos> come up often
+    path = model.save_params(str(tmp_path / 'BetterRnnlm.npz'), vocab=words)
+    g = run_script(GENERATE, path, '--prime', 'the market', '--length', '40', '--skip', '<unk>', '--seed', '1')
+    assert g.returncode == 0, g.stderr
+    assert g.stdout.startswith('the market') and '<unk>' not in g.stdout and '<eos>' not in g.stdout
+    stop = run_script(GENERATE, path, '--prime', 'the', '--length', '200', '--stop-at-end', '--samples', '3')
+    assert stop.returncode == 0, stop.stderr
+    assert len(stop.stdout.splitlines()) == 3
+    bad = run_script(GENERATE, path, '--prime', 'the dog')
+    assert bad.returncode == 2 and "not in the model's vocabulary ('dog')" in bad.stderr
