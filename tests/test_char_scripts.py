@@ -161,7 +161,10 @@ def test_benchmark_runs_and_skips_pytorch_when_missing(shared_data, tmp_path):
     report = json.loads((tmp_path / 'bench.json').read_text())
     assert list(report['results']) == ['dlfs-gru'] and report['torch'] == 'skipped: PyTorch is not installed'
     ours = report['results']['dlfs-gru']
-    assert ours['train_seconds'] <= 1.0 or ours['iters'] == 1
+    # The budget is judged from the previous iteration's duration, so on a busy
+    # machine the last iteration may overrun it a little (the exact rule is
+    # tested with a fake clock in test_training_budget.py).
+    assert ours['train_seconds'] < 3.0 or ours['iters'] == 1
     assert ours['curve'][-1]['iter'] == ours['iters'] and len(ours['sample']) == 50
     assert (tmp_path / 'bench.png').read_bytes()[:4] == b'\x89PNG'
 
