@@ -207,14 +207,14 @@ class TimeGRU(_TimeRecurrent):
         hs = np.empty((N, T, H), dtype=xs.dtype)
         rhs = np.empty((N, T, H), dtype=xs.dtype)    # r ⊙ h_{t-1}, for dWhh
         hW = np.empty((N, 2 * H), dtype=xs.dtype)    # the recurrent products, reused
+        rhW = np.empty((N, H), dtype=xs.dtype)
         h = h0
         for t in range(T):
             g = G[:, t]
             # z, r = σ(x Wx{z,r} + b + h Wh{z,r});  rh = r ⊙ h
-            kernels.gru_forward_zr(g[:, :2 * H], np.matmul(h, Whzr, out=hW), h, rhs[:, t])
+            z = kernels.gru_forward_zr(g[:, :2 * H], np.matmul(h, Whzr, out=hW), h, rhs[:, t])
             # h̃ = tanh(x Wxh + bh + (r ⊙ h) Whh);  h' = h + z ⊙ (h̃ − h)
-            kernels.gru_forward_h(g[:, 2 * H:], np.matmul(rhs[:, t], Whh, out=hW[:, :H]), g[:, :H], h,
-                                  hs[:, t])
+            kernels.gru_forward_h(g[:, 2 * H:], np.matmul(rhs[:, t], Whh, out=rhW), z, h, hs[:, t])
             h = hs[:, t]
         self.h = h
         self.cache = (xs, h0, G, hs, rhs)
@@ -229,22 +229,20 @@ class TimeGRU(_TimeRecurrent):
         WhT = np.ascontiguousarray(Wh.T)
         WzrT, WhhT = WhT[:2 * H], WhT[2 * H:]
         h_prev = self._previous_states(h0, hs)
-        z, r, hh = G[..., :H], G[..., H:2 * H], G[..., 2 * H:]
-        # The factors of the chain rule that do not depend on the incoming
-        # gradient, for all steps in a few large operations:
-        #   f_hh = ∂h'/∂h̃_pre = z ⊙ (1 − h̃²)       f_z = ∂h'/∂z_pre = (h̃ − h) ⊙ z ⊙ (1 − z)
-        #   f_r = ∂(r ⊙ h)/∂r_pre = h ⊙ r ⊙ (1 − r)  f_h = ∂h'/∂h, direct path = 1 − z
-        f_hh, f_z, f_r, f_h = kernels.gru_backward_factors(z, r, hh, h_prev)
         dG = np.empty_like(G)                  # dz_pre | dr_pre | dh̃_pre per step
         dh = np.zeros_like(h0)                 # dL/dh_t, from above and from step t+1
         drh = np.empty_like(h0)
         dW = np.empty_like(h0)
+        scratch = (np.empty_like(h0), np.empty_like(h0))
         for t in reversed(range(T)):
-            dg = dG[:, t]
-            kernels.gru_backward_hz(dhs[:, t], f_hh[:, t], f_z[:, t], dh, dg[:, 2 * H:], dg[:, :H])
+            g, dg, hp = G[:, t], dG[:, t], h_prev[:, t]
+            z, r, hh = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
+            # dh̃_pre = dh ⊙ z ⊙ (1 − h̃²);  dz_pre = dh ⊙ (h̃ − h) ⊙ z ⊙ (1 − z)
+            kernels.gru_backward_hz(dhs[:, t], z, hh, hp, dh, dg[:, 2 * H:], dg[:, :H], scratch)
             np.matmul(dg[:, 2 * H:], WhhT, out=drh)             # d(r ⊙ h_{t-1})
+            # dr_pre = drh ⊙ h ⊙ r ⊙ (1 − r);
             # dh_{t-1} = dh ⊙ (1 − z) + drh ⊙ r + [dz_pre | dr_pre] [Whz | Whr]^T
-            kernels.gru_backward_r(drh, f_r[:, t], f_h[:, t], r[:, t], dg[:, H:2 * H], dh)
+            kernels.gru_backward_r(drh, z, r, hp, dg[:, H:2 * H], dh, scratch)
             dh += np.matmul(dg[:, :2 * H], WzrT, out=dW)
         self.dh = dh
         dG2 = dG.reshape(N * T, 3 * H)
