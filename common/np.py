@@ -90,7 +90,8 @@ def row_blocks(n_rows, row_bytes, block_bytes=1 << 19):
 
 def _scatter_add_sorted(a, indices, values):
     """NumPy: sort the indices, sum the rows of each run with one reduceat,
-    add each sum once. Several times faster than np.add.at on (N·T, D) rows."""
+    add each sum once (2.2 ms against np.add.at's 2.9 ms for the book-size
+    embedding gradient)."""
     indices = indices.ravel()
     values = values.reshape(len(indices), -1)
     order = numpy.argsort(indices, kind='stable')

@@ -31,7 +31,8 @@ import subprocess
 import sys
 import time
 
-BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, dropout=0.5, lr=10.0, max_grad=0.25)
+BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, dropout=0.5, lr=10.0, max_grad=0.25,
+            eval_batch=10)
 CHAR = dict(vocab=65, wordvec=256, hidden=256, layers=2, batch=64, time=100, dropout=0.0, lr=10.0, max_grad=1.0)
 #: --tiny: the same code paths at toy sizes, to check that the script works
 TINY = dict(BOOK, vocab=50, wordvec=16, hidden=16, batch=4, time=5)
@@ -57,7 +58,8 @@ class Ours:
         self.trainer = RnnlmTrainer(self.model, SGD(cfg['lr']))
         rng = numpy.random.default_rng(0)
         self.corpus = rng.integers(0, cfg['vocab'], cfg['batch'] * cfg['time'] * iters + 1).astype(numpy.int32)
-        self.eval_corpus = rng.integers(0, cfg['vocab'], 10 * cfg['time'] * iters + 1).astype(numpy.int32)
+        n_eval = cfg.get('eval_batch', 10) * cfg['time'] * iters + 1
+        self.eval_corpus = rng.integers(0, cfg['vocab'], n_eval).astype(numpy.int32)
 
     def train_block(self):
         """``iters`` training iterations through RnnlmTrainer.fit; seconds."""
@@ -72,7 +74,8 @@ class Ours:
         """eval_perplexity over ``iters`` batches of 10 x time; seconds."""
         t = time.perf_counter()
         self.model.reset_state()
-        self.eval_perplexity(self.model, self.eval_corpus, batch_size=10, time_size=self.cfg['time'])
+        self.eval_perplexity(self.model, self.eval_corpus, batch_size=self.cfg['eval_batch'],
+                             time_size=self.cfg['time'])
         self.backend.synchronize()
         return time.perf_counter() - t
 
@@ -115,7 +118,8 @@ class Torch:
         gen = torch.Generator().manual_seed(0)
         n = cfg['batch'] * cfg['time'] * iters + 1
         self.corpus = torch.randint(0, V, (n,), generator=gen).to(device)
-        self.eval_corpus = torch.randint(0, V, (10 * cfg['time'] * iters + 1,), generator=gen).to(device)
+        n_eval = cfg.get('eval_batch', 10) * cfg['time'] * iters + 1
+        self.eval_corpus = torch.randint(0, V, (n_eval,), generator=gen).to(device)
         self.layers = layers
 
     def _states(self, n):
@@ -152,10 +156,11 @@ class Torch:
         torch, c = self.torch, self.cfg
         corpus = self.eval_corpus
         size = len(corpus)
-        jump = (size - 1) // 10
-        offsets = torch.arange(10, device=self.device) * jump
+        rows = c['eval_batch']
+        jump = (size - 1) // rows
+        offsets = torch.arange(rows, device=self.device) * jump
         steps = torch.arange(c['time'], device=self.device)
-        states = self._states(10)
+        states = self._states(rows)
         self.model.eval()
         t = time.perf_counter()
         with torch.no_grad():
@@ -248,12 +253,15 @@ def main(argv=None):
     p.add_argument('--pause', type=float, default=0.3, help='seconds between blocks (lets idle threads sleep)')
     p.add_argument('--no-torch', action='store_true', help='time ours only')
     p.add_argument('--json', default=os.path.join('runs', 'bench.json'), help='write results here')
+    p.add_argument('--eval-batch-size', type=int, default=10,
+                   help="rows of eval_perplexity's batches (10 is the book's default)")
     p.add_argument('--tiny', action='store_true', help='toy sizes: check that everything runs, no real figures')
     p.add_argument('--memory-worker', choices=['ours', 'pytorch'], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.tiny:
         BOOK.update(TINY)
         CHAR.update(vocab=20, wordvec=8, hidden=8, batch=4, time=6)
+    BOOK['eval_batch'] = args.eval_batch_size
 
     from common.cli import select_backend
     if args.memory_worker:
@@ -293,11 +301,11 @@ def main(argv=None):
             result['train']['ratio'] = med['ours'] / med['pytorch']
     if 'eval' in parts:
         med, raw = alternate(book_runners, 'eval_block', args.blocks, args.warmup, args.pause)
-        report('eval_perplexity (batch 10)', med, 10 * BOOK['time'])
+        report(f"eval_perplexity (batch {BOOK['eval_batch']})", med, BOOK['eval_batch'] * BOOK['time'])
         result['eval'] = {'median_s': med, 'blocks_s': raw}
         if 'train' in result:
             per_tok_train = result['train']['median_s']['ours'] / (BOOK['batch'] * BOOK['time'])
-            per_tok_eval = med['ours'] / (10 * BOOK['time'])
+            per_tok_eval = med['ours'] / (BOOK['eval_batch'] * BOOK['time'])
             result['eval']['speedup_per_token_vs_train'] = per_tok_train / per_tok_eval
             print(f"{'':<34}eval is {per_tok_train / per_tok_eval:.2f}x faster per token than training")
     del book_runners
