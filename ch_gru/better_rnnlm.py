@@ -1,4 +1,4 @@
-"""BetterRnnlm: the book's chapter-6 model with GRU layers (seed 002)."""
+"""BetterRnnlm: the book's chapter-6 model with GRU layers, as the book's GRU appendix suggests."""
 from ch_gru.rnnlm import Rnnlm
 
 

@@ -75,7 +75,7 @@ def test_repeated_divergence_stops_and_keeps_the_best_parameters(tmp_path, capsy
         train(tmp_path, m, SGD(0.5), 4, resume=load_checkpoint(str(ck)), resume_lr=HUGE, max_divergences=3)
     msg = str(err.value)
     assert msg.startswith('training diverged 3 times in a row (last: ')
-    assert f'the best parameters (valid ppl ' in msg and f'are in {best}' in msg
+    assert 'the best parameters (valid ppl ' in msg and f'are in {best}' in msg
     assert f'the last good state is in {ck}' in msg and msg.endswith('start again with a smaller --lr or --max-grad')
     assert '\n' not in msg
     assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith('-- warning')]) == 2
