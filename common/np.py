@@ -60,7 +60,7 @@ def check_backend():
 
 def asnumpy(x):
     """The host (NumPy) copy of ``x``; ``x`` itself when it already is one."""
-    if isinstance(x, numpy.ndarray) or not hasattr(x, 'shape'):
+    if isinstance(x, (numpy.ndarray, numpy.generic)) or not hasattr(x, 'shape'):
         return numpy.asarray(x)
     return np.asnumpy(x)
 

@@ -1,0 +1,499 @@
+"""The GPU path, checked end to end on a machine with CUDA and CuPy.
+
+    python scripts/check_gpu.py                       # everything; writes docs/gpu-check.json
+    python scripts/check_gpu.py --data-dir DIR        # train on DIR/ptb/ptb.valid.txt (else random ids)
+    python scripts/check_gpu.py --skip bench --quick  # small sizes, no benchmark
+
+Sections (each prints one line per check, PASS or FAIL):
+- gradcheck: every layer and two small models against central differences,
+  float64 arrays on the device;
+- oracle: TimeGRU, TimeLSTM and TimeSoftmaxWithLoss against PyTorch autograd
+  (on CUDA when PyTorch has it), float64;
+- train: book-size BetterRnnlm without dropout, the same iterations on CuPy
+  here and on NumPy in a subprocess: the loss curves must agree;
+- script: train_better_rnnlm.py --gpu for two epochs with a checkpoint,
+  --resume for a third, save -> load on the device, generate_text.py --gpu;
+- bench: scripts/bench.py --gpu (against PyTorch cuDNN when available);
+  figures, not pass/fail.
+
+Exits 1 when any check fails. The same script runs on the NumPy backend
+without --gpu (and in the tests, on the stand-in CuPy).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SECTIONS = ('gradcheck', 'oracle', 'train', 'script', 'bench')
+BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, lr=10.0, max_grad=0.25)
+QUICK = dict(vocab=300, wordvec=32, hidden=32, batch=4, time=8, lr=10.0, max_grad=0.25)
+
+
+class Report:
+    """Collects check results; prints each as it comes."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, section, name, ok, detail='', **figures):
+        status = 'PASS' if ok else ('INFO' if ok is None else 'FAIL')
+        self.rows.append(dict(section=section, check=name, status=status, detail=detail, **figures))
+        print(f'{status}  {section:<9} {name:<34} {detail}', flush=True)
+
+    @property
+    def failed(self):
+        return [r for r in self.rows if r['status'] == 'FAIL']
+
+
+# ------------------------------------------------------------------ gradcheck
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Central differences of the scalar f() for every element of the backend
+    array ``x`` (perturbed in place on the device, then restored)."""
+    grad = numpy.zeros(x.shape)
+    for i in numpy.ndindex(*x.shape):
+        old = float(x[i])
+        x[i] = old + eps
+        fp = float(f())
+        x[i] = old - eps
+        fm = float(f())
+        x[i] = old
+        grad[i] = (fp - fm) / (2 * eps)
+    return grad
+
+
+def rel_error(analytic, numeric, rtol=1e-5, atol=1e-7):
+    """max |analytic − numeric| as a fraction of the tolerance atol + rtol ·
+    scale (the test suite's criterion): at most 1 passes."""
+    analytic = numpy.asarray(analytic, dtype=numpy.float64)
+    scale = max(numpy.abs(numeric).max(), numpy.abs(analytic).max(), 1e-12)
+    return float(numpy.abs(analytic - numeric).max() / (atol + rtol * scale))
+
+
+def layer_error(layer, inputs, rng, backend, input_grad=True, before=None):
+    """Largest relative error of backward against finite differences of
+    L = Σ forward(*inputs) ⊙ R, over every parameter (and the first input)."""
+    def forward():
+        if before:
+            before()
+        return layer.forward(*inputs)
+
+    R = backend.asarray(rng.standard_normal(forward().shape))
+
+    def loss():
+        return (forward() * R).sum()
+
+    loss()
+    dx = layer.backward(R)
+    errors = [rel_error(backend.asnumpy(g), numerical_gradient(loss, p)) for g, p in
+              zip([g.copy() for g in layer.grads], layer.params)]
+    if input_grad:
+        errors.append(rel_error(backend.asnumpy(dx), numerical_gradient(loss, inputs[0])))
+    return max(errors)
+
+
+def model_error(model, xs, ts, backend):
+    def loss():
+        model.reset_state()
+        return model.forward(xs, ts, train_flg=True)
+
+    loss()
+    model.backward()
+    grads = [backend.asnumpy(g).copy() for g in model.grads]
+    return max(rel_error(g, numerical_gradient(loss, p)) for g, p in zip(grads, model.params))
+
+
+def check_gradients(report, backend):
+    from common.layers import Affine, Embedding, MatMul, Sigmoid, SigmoidWithLoss, Softmax, SoftmaxWithLoss
+    from common.time_layers import (TimeAffine, TimeDropout, TimeEmbedding, TimeGRU, TimeLSTM, TimeRNN,
+                                    TimeSoftmaxWithLoss)
+    from ch_gru.rnnlm import Rnnlm
+    rng = numpy.random.default_rng(0)
+
+    def dev(*shape, scale=1.0):
+        return backend.asarray(rng.standard_normal(shape) * scale)
+
+    def ids(high, *shape):
+        return backend.asarray(rng.integers(0, high, shape))
+
+    N, T, D, H = 2, 3, 3, 4
+    labels = ids(5, N, T)
+    labels[0, 1] = -1                                      # one ignored position
+    h0 = dev(N, H)
+    stateful_gru = TimeGRU(dev(D, 3 * H, scale=.5), dev(H, 3 * H, scale=.5), dev(3 * H), stateful=True)
+    stateful_lstm = TimeLSTM(dev(D, 4 * H, scale=.5), dev(H, 4 * H, scale=.5), dev(4 * H), stateful=True)
+    tied = dev(5, D)
+    cases = [
+        ('MatMul', MatMul(dev(3, 4)), [dev(2, 3)], {}),
+        ('Affine', Affine(dev(3, 4), dev(4)), [dev(2, 3)], {}),
+        ('Softmax', Softmax(), [dev(3, 5)], {}),
+        ('Sigmoid', Sigmoid(), [dev(3, 5)], {}),
+        ('SoftmaxWithLoss', SoftmaxWithLoss(), [dev(3, 5), ids(5, 3)], {}),
+        ('SigmoidWithLoss', SigmoidWithLoss(), [dev(6), ids(2, 6)], {}),
+        ('Embedding', Embedding(dev(5, 4)), [ids(5, 2, 3)], dict(input_grad=False)),
+        ('TimeEmbedding', TimeEmbedding(dev(5, 4)), [ids(5, N, T)], dict(input_grad=False)),
+        ('TimeAffine', TimeAffine(dev(D, 5), dev(5)), [dev(N, T, D)], {}),
+        ('TimeAffine (tied, W = E.T)', TimeAffine(tied.T, dev(5)), [dev(N, T, D)], {}),
+        ('TimeRNN', TimeRNN(dev(D, H, scale=.5), dev(H, H, scale=.5), dev(H)), [dev(N, T, D)], {}),
+        ('TimeLSTM (carried h, c)', stateful_lstm, [dev(N, T, D)],
+         dict(before=lambda: stateful_lstm.set_state(h0, h0 * 0.5))),
+        ('TimeGRU (carried h)', stateful_gru, [dev(N, T, D)], dict(before=lambda: stateful_gru.set_state(h0))),
+        ('TimeSoftmaxWithLoss (ignore -1)', TimeSoftmaxWithLoss(), [dev(N, T, 5), labels], {}),
+    ]
+    for name, layer, inputs, kw in cases:
+        err = layer_error(layer, inputs, rng, backend, **kw)
+        report.add('gradcheck', name, err <= 1, f'worst error {err:.2g} of tolerance', of_tolerance=err)
+
+    drop = TimeDropout(0.5)
+    x = backend.asarray(numpy.ones((50, 40, 2)))
+    y = backend.asnumpy(drop.forward(x))
+    d = backend.asnumpy(drop.backward(backend.asarray(numpy.full(x.shape, 3.0))))
+    kept = float((y > 0).mean())
+    ok = set(numpy.unique(y)) <= {0.0, 2.0} and numpy.array_equal(d, 3.0 * y) and abs(kept - 0.5) < 0.05
+    report.add('gradcheck', 'TimeDropout (mask, inverted scale)', ok, f'kept {kept:.3f} of 1 - p = 0.5')
+
+    for cell in ('gru', 'lstm'):
+        model = Rnnlm(7, 4, 4, num_layers=2, dropout_ratio=0.0, cell=cell, tie_weights=True, dtype='float64')
+        err = model_error(model, ids(7, 2, 3), ids(7, 2, 3), backend)
+        report.add('gradcheck', f'Rnnlm ({cell}, 2 layers, tied)', err <= 1, f'worst error {err:.2g} of tolerance',
+                   of_tolerance=err)
+
+
+# --------------------------------------------------------------------- oracle
+
+def check_oracle(report, backend):
+    try:
+        import torch
+    except ImportError:
+        report.add('oracle', 'PyTorch autograd', None, 'PyTorch not installed: skipped')
+        return
+    from common.time_layers import TimeGRU, TimeLSTM, TimeSoftmaxWithLoss
+    device = 'cuda' if backend.GPU and torch.cuda.is_available() else 'cpu'
+    rng = numpy.random.default_rng(1)
+    N, T, D, H, V = 3, 6, 4, 5, 7
+
+    def t(a):
+        return torch.tensor(backend.asnumpy(a), dtype=torch.float64, device=device, requires_grad=True)
+
+    def compare(name, pairs):
+        err = max(float(numpy.abs(backend.asnumpy(m) - r.detach().cpu().numpy()).max()
+                        / max(numpy.abs(r.detach().cpu().numpy()).max(), 1e-12)) for m, r in pairs)
+        report.add('oracle', f'{name} vs torch ({device})', err < 1e-10, f'max rel diff {err:.1e}', rel_diff=err)
+
+    def dev(*shape, scale=1.0):
+        return backend.asarray(rng.standard_normal(shape) * scale)
+
+    # GRU: the GUIDE's equations written in torch
+    Wx, Wh, b, xs, h0, dhs = dev(D, 3 * H, scale=.5), dev(H, 3 * H, scale=.5), dev(3 * H), dev(N, T, D), \
+        dev(N, H), dev(N, T, H)
+    gru = TimeGRU(Wx, Wh, b, stateful=True)
+    gru.set_state(h0)
+    hs = gru.forward(xs)
+    dxs = gru.backward(dhs)
+    tWx, tWh, tb, txs, th = t(Wx), t(Wh), t(b), t(xs), t(h0)
+    h, outs = th, []
+    for s in range(T):
+        a = txs[:, s] @ tWx + tb
+        z = torch.sigmoid(a[:, :H] + h @ tWh[:, :H])
+        r = torch.sigmoid(a[:, H:2 * H] + h @ tWh[:, H:2 * H])
+        hh = torch.tanh(a[:, 2 * H:] + (r * h) @ tWh[:, 2 * H:])
+        h = (1 - z) * h + z * hh
+        outs.append(h)
+    ths = torch.stack(outs, 1)
+    (ths * t(dhs).detach()).sum().backward()
+    compare('TimeGRU', [(hs, ths), (dxs, txs.grad), (gru.dh, th.grad), *zip(gru.grads, (tWx.grad, tWh.grad,
+                                                                                         tb.grad))])
+
+    # LSTM: torch.nn.LSTM, gate blocks i | f | g | o against the book's f | g | i | o
+    Wx, Wh, b, xs, dhs = dev(D, 4 * H, scale=.5), dev(H, 4 * H, scale=.5), dev(4 * H), dev(N, T, D), dev(N, T, H)
+    lstm = TimeLSTM(Wx, Wh, b)
+    hs = lstm.forward(xs)
+    dxs = lstm.backward(dhs)
+    order = numpy.r_[2 * H:3 * H, 0:H, H:2 * H, 3 * H:4 * H]
+    ref = torch.nn.LSTM(D, H, batch_first=True).double().to(device)
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(torch.tensor(backend.asnumpy(Wx)[:, order].T))
+        ref.weight_hh_l0.copy_(torch.tensor(backend.asnumpy(Wh)[:, order].T))
+        ref.bias_ih_l0.copy_(torch.tensor(backend.asnumpy(b)[order]))
+        ref.bias_hh_l0.zero_()
+    txs = t(xs)
+    ths, _ = ref(txs)
+    (ths * t(dhs).detach()).sum().backward()
+    inverse = numpy.argsort(order)
+    compare('TimeLSTM', [(hs, ths), (dxs, txs.grad),
+                         (lstm.grads[0], ref.weight_ih_l0.grad.T[:, inverse]),
+                         (lstm.grads[1], ref.weight_hh_l0.grad.T[:, inverse]),
+                         (lstm.grads[2], ref.bias_ih_l0.grad[inverse])])
+
+    # softmax cross-entropy with an ignored label
+    xs, ts = dev(N, T, V), backend.asarray(rng.integers(0, V, (N, T)))
+    ts[1, 2] = -1
+    layer = TimeSoftmaxWithLoss()
+    loss = layer.forward(xs, ts)
+    dxs = layer.backward()
+    txs = t(xs)
+    tl = torch.nn.functional.cross_entropy(txs.reshape(-1, V), torch.tensor(backend.asnumpy(ts).reshape(-1),
+                                                                          device=device), ignore_index=-1)
+    tl.backward()
+    compare('TimeSoftmaxWithLoss', [(loss, tl), (dxs, txs.grad)])
+
+
+# ---------------------------------------------------------------------- train
+
+def train_curve(cfg, iters, corpus, gpu):
+    """Losses of ``iters`` BetterRnnlm iterations (no dropout) and s/iter;
+    run in this process on the backend already chosen."""
+    from common import np as backend
+    from common.optimizer import SGD
+    from common.trainer import RnnlmTrainer
+    from common.progress import write  # noqa: F401  (keeps the import order of the scripts)
+    from ch_gru.better_rnnlm import BetterRnnlm
+    backend.seed(0)
+    model = BetterRnnlm(cfg['vocab'], cfg['wordvec'], cfg['hidden'], dropout_ratio=0.0)
+    trainer = RnnlmTrainer(model, SGD(cfg['lr']))
+    xs, ts = corpus[:-1], corpus[1:]
+    n = cfg['batch'] * cfg['time'] * iters
+    losses, seconds = [], []
+
+    def callback(tr, loss):
+        losses.append(loss)
+        seconds.append(time.perf_counter())
+
+    start = time.perf_counter()
+    trainer.fit(xs[:n + 1], ts[:n + 1], max_epoch=1, batch_size=cfg['batch'], time_size=cfg['time'],
+                max_grad=cfg['max_grad'], eval_interval=0, callback=callback)
+    backend.synchronize()
+    total = time.perf_counter() - start
+    losses = [float(v) for v in losses]
+    warm = (total - (seconds[1] - start)) / max(len(seconds) - 2, 1) if len(seconds) > 2 else total
+    return {'losses': losses, 's_per_iter': warm}
+
+
+def load_corpus(cfg, data_dir, n):
+    if data_dir:
+        path = os.path.join(data_dir, 'ptb', 'ptb.valid.txt')
+        if os.path.exists(path):
+            from dataset import ptb
+            (corpus,), word_to_id, _ = ptb.load_files(path)
+            return numpy.minimum(corpus, cfg['vocab'] - 1)[:n].astype(numpy.int32), path
+    return numpy.random.default_rng(0).integers(0, cfg['vocab'], n).astype(numpy.int32), 'random ids'
+
+
+def check_training(report, backend, cfg, data_dir, iters):
+    corpus, source = load_corpus(cfg, data_dir, cfg['batch'] * cfg['time'] * iters + 2)
+    ours = train_curve(cfg, iters, corpus, backend.GPU)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'corpus.npy')
+        numpy.save(path, corpus)
+        env = {k: v for k, v in os.environ.items() if k != 'DLFS_GPU'}
+        env['PYTHONPATH'] = python_path()
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker-train', path,
+                            '--worker-iters', str(iters)] + (['--quick'] if cfg is QUICK else []),
+                           capture_output=True, text=True, env=env, cwd=ROOT)
+    if r.returncode != 0:
+        report.add('train', 'NumPy reference run', False, r.stderr.strip().splitlines()[-1:])
+        return
+    ref = json.loads(r.stdout.strip().splitlines()[-1])
+    a, b = numpy.array(ours['losses']), numpy.array(ref['losses'])
+    diff = float(numpy.abs(a - b).max() / numpy.abs(b).max()) if len(a) == len(b) else math.inf
+    fell = a[-1] < a[0] if 'random' not in source else True
+    report.add('train', f"loss curve vs NumPy ({iters} iters)", diff < 5e-3 and len(a) == iters and bool(fell),
+               f'max rel diff {diff:.1e}; loss {a[0]:.3f} -> {a[-1]:.3f} ({source})', rel_diff=diff,
+               losses=ours['losses'], numpy_losses=ref['losses'])
+    report.add('train', 'step time', None, f"{1e3 * ours['s_per_iter']:.1f} ms/iter here, "
+               f"{1e3 * ref['s_per_iter']:.1f} ms/iter on NumPy", ms_per_iter=1e3 * ours['s_per_iter'],
+               numpy_ms_per_iter=1e3 * ref['s_per_iter'], config=cfg)
+
+
+# --------------------------------------------------------------------- script
+
+def python_path():
+    """PYTHONPATH for the subprocesses: this checkout first, then what was set."""
+    return os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
+
+
+def run_script(args, gpu):
+    cmd = [sys.executable, *args] + (['--gpu'] if gpu else [])
+    env = dict(os.environ, PYTHONPATH=python_path(), MPLBACKEND='Agg')
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+
+
+def check_script(report, backend, data_dir, quick):
+    from ch_gru.rnnlm import load_model
+    with tempfile.TemporaryDirectory() as tmp:
+        files = small_corpus(tmp, data_dir)
+        out = os.path.join(tmp, 'run')
+        size = '16' if quick else '128'
+        common = ['scripts/train_better_rnnlm.py', '--train-file', files[0], '--valid-file', files[1],
+                  '--test-file', files[2], '--wordvec-size', size, '--hidden-size', size, '--batch-size', '8',
+                  '--time-size', '10', '--lr', '10', '--eval-interval', '0', '--seed', '1', '--out-dir', out]
+        r = run_script(common + ['--max-epoch', '2'], backend.GPU)
+        log = read_log(out)
+        epochs = [e for e in log if e.get('event') == 'epoch']
+        report.add('script', 'train_better_rnnlm.py, 2 epochs', r.returncode == 0 and len(epochs) == 2,
+                   last_line(r) if r.returncode else f"valid ppl {[round(e['valid_ppl'], 1) for e in epochs]}")
+        if r.returncode:
+            return
+        r = run_script(common + ['--max-epoch', '3', '--resume', os.path.join(out, 'checkpoint.npz')], backend.GPU)
+        epochs = [e for e in read_log(out) if e.get('event') == 'epoch']
+        ok = r.returncode == 0 and [e['epoch'] for e in epochs][-1:] == [3]
+        report.add('script', '--resume for a third epoch', ok,
+                   last_line(r) if r.returncode else f"epochs logged {[e['epoch'] for e in epochs]}")
+
+        path = os.path.join(out, 'BetterRnnlm.npz')
+        model, _ = load_model(path)
+        again = os.path.join(tmp, 'again.npz')
+        model.save_params(again)
+        other, _ = load_model(again)
+        xs = backend.asarray(numpy.arange(20).reshape(2, 10) % model.params[0].shape[0])
+        same = numpy.array_equal(backend.asnumpy(model.predict(xs)), backend.asnumpy(other.predict(xs)))
+        report.add('script', 'save -> load on the device', same, 'predictions identical' if same else 'differ')
+
+        r = run_script(['scripts/generate_text.py', path, '--length', '20', '--samples', '2', '--seed', '3'],
+                       backend.GPU)
+        text = r.stdout.strip()
+        report.add('script', 'generate_text.py', r.returncode == 0 and len(text.split()) >= 10,
+                   last_line(r) if r.returncode else repr(text[:60]))
+
+
+def small_corpus(tmp, data_dir):
+    """train / valid / test files: PTB test and valid lines when available."""
+    src = os.path.join(data_dir or '', 'ptb', 'ptb.test.txt')
+    if data_dir and os.path.exists(src):
+        lines = open(src).read().splitlines()
+        parts = lines[:1500], lines[1500:1800], lines[1800:2100]
+    else:
+        rng = numpy.random.default_rng(0)
+        words = [f'w{i}' for i in range(50)]
+        lines = [' '.join(rng.choice(words, 12)) for _ in range(900)]
+        parts = lines[:700], lines[700:800], lines[800:]
+    paths = []
+    for name, part in zip(('train', 'valid', 'test'), parts):
+        paths.append(os.path.join(tmp, f'{name}.txt'))
+        with open(paths[-1], 'w') as f:
+            f.write('\n'.join(part) + '\n')
+    return paths
+
+
+def read_log(out):
+    path = os.path.join(out, 'log.jsonl')
+    if not os.path.exists(path):
+        return []
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+def last_line(r):
+    lines = (r.stderr or r.stdout).strip().splitlines()
+    return lines[-1] if lines else f'exit {r.returncode}'
+
+
+# ---------------------------------------------------------------------- bench
+
+def check_bench(report, backend, json_path, quick):
+    out = os.path.splitext(json_path)[0] + '-bench.json'
+    args = ['scripts/bench.py', '--json', out] + (['--tiny', '--blocks', '2'] if quick else
+                                                  ['--iters', '10', '--blocks', '5'])
+    r = run_script(args, backend.GPU)
+    print(r.stdout, end='')
+    if r.returncode != 0:
+        report.add('bench', 'scripts/bench.py', False, last_line(r))
+        return
+    with open(out) as f:
+        result = json.load(f)
+    for part in ('train', 'eval', 'char'):
+        med = result.get(part, {}).get('median_s', {})
+        if 'ours' in med:
+            ratio = med['ours'] / med['pytorch'] if 'pytorch' in med else None
+            detail = f"ours {1e3 * med['ours']:.2f} ms/iter" + (
+                f", PyTorch {1e3 * med['pytorch']:.2f} ms/iter, ratio {ratio:.2f}" if ratio else '')
+            report.add('bench', part, None, detail, ratio=ratio, median_s=med)
+    report.add('bench', 'results', None, f'written to {out}')
+
+
+# ----------------------------------------------------------------------- main
+
+def environment(backend):
+    info = {'machine': f'{platform.machine()}, {os.cpu_count()} cores', 'python': platform.python_version(),
+            'numpy': numpy.__version__, 'backend': backend.np.__name__}
+    if backend.GPU:
+        cp = backend.np
+        info['cupy'] = cp.__version__
+        try:
+            props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+            info['device'] = props['name'].decode() if isinstance(props['name'], bytes) else str(props['name'])
+            info['cuda_runtime'] = cp.cuda.runtime.runtimeGetVersion()
+            info['driver'] = cp.cuda.runtime.driverGetVersion()
+        except Exception as exc:  # the stand-in CuPy has no device properties
+            info['device'] = f'unknown ({type(exc).__name__})'
+    try:
+        import torch
+        info['torch'] = torch.__version__
+        info['torch_cuda'] = torch.cuda.is_available()
+    except ImportError:
+        info['torch'] = None
+    return info
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--cpu', action='store_true', help='check the NumPy backend instead of CuPy')
+    p.add_argument('--data-dir', default=os.environ.get('DLFS_DATA_DIR'),
+                   help='folder with ptb/ptb.valid.txt and ptb/ptb.test.txt (default $DLFS_DATA_DIR)')
+    p.add_argument('--json', default=os.path.join(ROOT, 'docs', 'gpu-check.json'), help='write the results here')
+    p.add_argument('--skip', default='', help=f"comma-separated sections to skip, of {', '.join(SECTIONS)}")
+    p.add_argument('--quick', action='store_true', help='small sizes: a smoke test of this script')
+    p.add_argument('--iters', type=int, default=30, help='training iterations compared with NumPy')
+    p.add_argument('--worker-train', help=argparse.SUPPRESS)
+    p.add_argument('--worker-iters', type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    cfg = QUICK if args.quick else BOOK
+
+    from common.cli import select_backend
+    if args.worker_train:           # the NumPy side of the training comparison
+        select_backend(False)
+        print(json.dumps(train_curve(cfg, args.worker_iters, numpy.load(args.worker_train), False)))
+        return 0
+    backend = select_backend(not args.cpu)
+    skip = {s for s in args.skip.split(',') if s}
+    unknown = skip - set(SECTIONS)
+    if unknown:
+        p.error(f"--skip: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    report = Report()
+    info = environment(backend)
+    print('environment: ' + ', '.join(f'{k} {v}' for k, v in info.items()), flush=True)
+    checks = {'gradcheck': lambda: check_gradients(report, backend),
+              'oracle': lambda: check_oracle(report, backend),
+              'train': lambda: check_training(report, backend, cfg, args.data_dir, args.iters),
+              'script': lambda: check_script(report, backend, args.data_dir, args.quick),
+              'bench': lambda: check_bench(report, backend, args.json, args.quick)}
+    started = time.time()
+    for name in SECTIONS:
+        if name in skip:
+            continue
+        try:
+            checks[name]()
+        except Exception as exc:   # a crash is a failed check, with its traceback for the fix
+            traceback.print_exc()
+            report.add(name, 'crashed', False, f'{type(exc).__name__}: {exc}'.splitlines()[0])
+    result = {'environment': info, 'command': ' '.join(sys.argv), 'seconds': round(time.time() - started, 1),
+              'checks': report.rows, 'failed': len(report.failed)}
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, 'w') as f:
+        json.dump(result, f, indent=1, default=float)
+    print(f"{len(report.rows)} checks, {len(report.failed)} failed; wrote {args.json}")
+    return 1 if report.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
