@@ -20,7 +20,7 @@ from common.errors import BackendError
 
 __all__ = ['np']
 
-CUPY_INSTALL_HINT = ("install CuPy for your CUDA version, e.g. pip install 'cupy-cuda12x' "
+CUPY_INSTALL_HINT = ("install CuPy for your CUDA version, e.g. pip install 'cupy-cuda12x[ctk]' "
                      "(or pip install -e '.[gpu]'), or run without --gpu / DLFS_GPU")
 
 
@@ -38,6 +38,14 @@ def _load_cupy():
     if count < 1:
         raise BackendError("GPU requested but CuPy sees 0 CUDA devices: "
                            "check CUDA_VISIBLE_DEVICES and nvidia-smi, or run without --gpu")
+    try:   # one product (cuBLAS) and one compiled kernel (NVRTC): the libraries load here, not mid-run
+        a = cupy.ones((2, 2), dtype='float32')
+        float((a @ a).sum() + cupy.ElementwiseKernel('T x', 'T y', 'y = x + 1', 'dlfs_probe')(a).sum())
+    except Exception as exc:  # ImportError "Failure finding libcublasLt...", CompileException, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError(f"GPU requested but CuPy cannot run on the device ({type(exc).__name__}: {first}): "
+                           f"install the CUDA libraries CuPy needs, e.g. pip install 'cupy-cuda12x[ctk]' "
+                           f"(or pip install -e '.[gpu]'), or a CUDA toolkit; or run without --gpu") from None
     return cupy
 
 

@@ -9,12 +9,14 @@ class SGD:
 
     def __init__(self, lr=0.01):
         self.lr = lr
-        self.scratch = None
+        self._scratch = None
 
     def update(self, params, grads):
         # lr · g goes through a small buffer, a cache-sized block at a time, so
         # each parameter is read and written once from memory (twice as fast
         # as p -= lr * g on the 6.5M-entry tied weight, and no allocation).
+        # ``_scratch`` is a working buffer, not state: checkpoints leave out
+        # attributes starting with '_'.
         for param, grad in zip(params, grads):
             if not (param.flags.c_contiguous and grad.flags.c_contiguous):
                 param -= self.lr * grad        # a view: update it in place as it is
@@ -22,9 +24,9 @@ class SGD:
             p, g = param.reshape(-1), grad.reshape(-1)
             for block in backend.row_blocks(p.size, p.itemsize):
                 n = block.stop - block.start
-                if self.scratch is None or self.scratch.size < n or self.scratch.dtype != p.dtype:
-                    self.scratch = np.empty(n, dtype=p.dtype)
-                p[block] -= np.multiply(g[block], self.lr, out=self.scratch[:n])
+                if self._scratch is None or self._scratch.size < n or self._scratch.dtype != p.dtype:
+                    self._scratch = np.empty(n, dtype=p.dtype)
+                p[block] -= np.multiply(g[block], self.lr, out=self._scratch[:n])
 
 
 class Momentum:

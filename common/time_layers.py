@@ -46,7 +46,7 @@ class _TimeRecurrent:
 
     def _initial_state(self, N, dtype):
         h = self._carried(self.h, N)
-        return np.zeros((N, self.params[1].shape[0]), dtype=dtype) if h is None else h
+        return np.zeros((N, self.params[1].shape[0]), dtype=dtype) if h is None else h.astype(dtype, copy=False)
 
     def _input_projection(self, xs):
         """A[:, t] = x_t Wx + b for all t in one product: (N, T, G·H)."""
@@ -135,11 +135,14 @@ class TimeLSTM(_TimeRecurrent):
         H = Wh.shape[0]
         h0 = self._initial_state(N, xs.dtype)
         c0 = self._carried(self.c, N)
-        c0 = np.zeros_like(h0) if c0 is None else c0
+        c0 = np.zeros_like(h0) if c0 is None else c0.astype(h0.dtype, copy=False)
         A = self._input_projection(xs)         # pre-activations, then gate values
         hs = np.empty((N, T, H), dtype=xs.dtype)
-        cs = np.empty((N, T, H), dtype=xs.dtype)    # c_t
-        tcs = np.empty((N, T, H), dtype=xs.dtype)   # tanh(c_t)
+        # c_t and tanh(c_t) time-major: c_{t-1} and c_t are disjoint blocks, so
+        # c_t = f ⊙ c_{t-1} needs no copy of its input (CuPy copies an input
+        # whose memory bounds overlap the output's).
+        cs = np.empty((T, N, H), dtype=xs.dtype)
+        tcs = np.empty((T, N, H), dtype=xs.dtype)
         h, c = h0, c0
         for t in range(T):
             a = A[:, t]
@@ -147,10 +150,11 @@ class TimeLSTM(_TimeRecurrent):
             f, g, i, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
             sigmoid(f, out=f)
             np.tanh(g, out=g)
-            sigmoid(a[:, 2 * H:], out=a[:, 2 * H:])   # i and o together
-            c = np.multiply(f, c, out=cs[:, t])
+            io = a[:, 2 * H:]
+            sigmoid(io, out=io)                # i and o together (one view: CuPy copies a distinct one)
+            c = np.multiply(f, c, out=cs[t])
             c += g * i
-            tc = np.tanh(c, out=tcs[:, t])
+            tc = np.tanh(c, out=tcs[t])
             h = np.multiply(o, tc, out=hs[:, t])
         self.h, self.c = h, c
         self.cache = (xs, h0, c0, A, hs, cs, tcs)
@@ -166,8 +170,8 @@ class TimeLSTM(_TimeRecurrent):
         for t in reversed(range(T)):
             a = A[:, t]
             f, g, i, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-            tc = tcs[:, t]
-            c_prev = c0 if t == 0 else cs[:, t - 1]
+            tc = tcs[t]
+            c_prev = c0 if t == 0 else cs[t - 1]
             dh = dhs[:, t] + dh
             ds = dc + dh * o * (1 - tc ** 2)
             da = dA[:, t]
@@ -198,24 +202,28 @@ class TimeGRU(_TimeRecurrent):
     """
 
     def forward(self, xs):
-        _, Wh, _ = self.params
+        Wx, Wh, _ = self.params
+        xs = xs.astype(Wx.dtype, copy=False)
         N, T, _ = xs.shape
         H = Wh.shape[0]
-        Whzr, Whh = Wh[:, :2 * H], Wh[:, 2 * H:]
+        # Contiguous blocks, made once: CuPy copies a strided matmul operand
+        # before every cuBLAS call, here it would be at every step.
+        Whzr, Whh = np.ascontiguousarray(Wh[:, :2 * H]), np.ascontiguousarray(Wh[:, 2 * H:])
         h0 = self._initial_state(N, xs.dtype)
         G = self._input_projection(xs)         # x Wx + b, overwritten by z | r | h̃
         hs = np.empty((N, T, H), dtype=xs.dtype)
         rhs = np.empty((N, T, H), dtype=xs.dtype)    # r ⊙ h_{t-1}, for dWhh
         hW = np.empty((N, 2 * H), dtype=xs.dtype)    # the recurrent products, reused
         rhW = np.empty((N, H), dtype=xs.dtype)
-        h = h0
+        rh = np.empty((N, H), dtype=xs.dtype)        # contiguous r ⊙ h of this step
+        h, h_next = np.ascontiguousarray(h0), np.empty((N, H), dtype=xs.dtype)   # h_t, h_{t+1}
         for t in range(T):
             g = G[:, t]
             # z, r = σ(x Wx{z,r} + b + h Wh{z,r});  rh = r ⊙ h
-            z = kernels.gru_forward_zr(g[:, :2 * H], np.matmul(h, Whzr, out=hW), h, rhs[:, t])
+            z = kernels.gru_forward_zr(g[:, :2 * H], np.matmul(h, Whzr, out=hW), h, rhs[:, t], rh)
             # h̃ = tanh(x Wxh + bh + (r ⊙ h) Whh);  h' = h + z ⊙ (h̃ − h)
-            kernels.gru_forward_h(g[:, 2 * H:], np.matmul(rhs[:, t], Whh, out=rhW), z, h, hs[:, t])
-            h = hs[:, t]
+            kernels.gru_forward_h(g[:, 2 * H:], np.matmul(rh, Whh, out=rhW), z, h, hs[:, t], h_next)
+            h, h_next = h_next, (h if t else np.empty_like(h))   # never overwrite the caller's h0
         self.h = h
         self.cache = (xs, h0, G, hs, rhs)
         return hs
@@ -233,17 +241,19 @@ class TimeGRU(_TimeRecurrent):
         dh = np.zeros_like(h0)                 # dL/dh_t, from above and from step t+1
         drh = np.empty_like(h0)
         dW = np.empty_like(h0)
+        dhh = np.empty_like(h0)                # contiguous copies of this step's dh̃_pre
+        dzr = np.empty((N, 2 * H), dtype=h0.dtype)   # and [dz_pre | dr_pre], the products' operands
         scratch = (np.empty_like(h0), np.empty_like(h0))
         for t in reversed(range(T)):
             g, dg, hp = G[:, t], dG[:, t], h_prev[:, t]
             z, r, hh = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
             # dh̃_pre = dh ⊙ z ⊙ (1 − h̃²);  dz_pre = dh ⊙ (h̃ − h) ⊙ z ⊙ (1 − z)
-            kernels.gru_backward_hz(dhs[:, t], z, hh, hp, dh, dg[:, 2 * H:], dg[:, :H], scratch)
-            np.matmul(dg[:, 2 * H:], WhhT, out=drh)             # d(r ⊙ h_{t-1})
+            kernels.gru_backward_hz(dhs[:, t], z, hh, hp, dh, dg[:, 2 * H:], dg[:, :H], dhh, dzr[:, :H], scratch)
+            np.matmul(dhh, WhhT, out=drh)      # d(r ⊙ h_{t-1})
             # dr_pre = drh ⊙ h ⊙ r ⊙ (1 − r);
             # dh_{t-1} = dh ⊙ (1 − z) + drh ⊙ r + [dz_pre | dr_pre] [Whz | Whr]^T
-            kernels.gru_backward_r(drh, z, r, hp, dg[:, H:2 * H], dh, scratch)
-            dh += np.matmul(dg[:, :2 * H], WzrT, out=dW)
+            kernels.gru_backward_r(drh, z, r, hp, dg[:, H:2 * H], dh, dzr[:, H:], scratch)
+            dh += np.matmul(dzr, WzrT, out=dW)
         self.dh = dh
         dG2 = dG.reshape(N * T, 3 * H)
         np.matmul(h_prev.reshape(N * T, H).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
@@ -263,8 +273,10 @@ class TimeAffine:
     """out = x W + b at every step. x: (N, T, D), W: (D, M), b: (M,) -> (N, T, M).
 
     ``W`` may be a transposed view of another parameter (weight tying); the
-    gradient is then written straight into the transposed view of that
-    parameter's gradient, in whichever memory order it has.
+    gradient is then written straight into that parameter's gradient: as
+    ``dW^T = dout^T x`` when ``grads[0]`` is a transposed view, so the
+    product's output is contiguous (CuPy would otherwise multiply into a
+    temporary and copy it over).
     """
 
     def __init__(self, W, b):
@@ -284,7 +296,12 @@ class TimeAffine:
         W, b = self.params
         N, T, D = self.x.shape
         dout = dout.reshape(N * T, -1)
-        np.matmul(self.x.reshape(N * T, D).T, dout, out=self.grads[0])
+        x = self.x.reshape(N * T, D)
+        dW = self.grads[0]
+        if dW.flags.c_contiguous:
+            np.matmul(x.T, dout, out=dW)
+        else:   # a transposed view (tying): write dW^T = dout^T x into its contiguous base
+            np.matmul(dout.T, x, out=dW.T)
         dout.sum(axis=0, out=self.grads[1])
         return (dout @ W.T).reshape(N, T, D)
 

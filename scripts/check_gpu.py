@@ -10,7 +10,8 @@ Sections (each prints one line per check, PASS or FAIL):
 - oracle: TimeGRU, TimeLSTM and TimeSoftmaxWithLoss against PyTorch autograd
   (on CUDA when PyTorch has it), float64;
 - train: book-size BetterRnnlm without dropout, the same iterations on CuPy
-  here and on NumPy in a subprocess: the loss curves must agree;
+  here and on NumPy in a subprocess, in float64 and float32: the loss curves
+  must agree (see check_training for the tolerances);
 - script: train_better_rnnlm.py --gpu for two epochs with a checkpoint,
   --resume for a third, save -> load on the device, generate_text.py --gpu;
 - bench: scripts/bench.py --gpu (against PyTorch cuDNN when available);
@@ -251,16 +252,15 @@ def check_oracle(report, backend):
 
 # ---------------------------------------------------------------------- train
 
-def train_curve(cfg, iters, corpus, gpu):
+def train_curve(cfg, iters, corpus, dtype='float32'):
     """Losses of ``iters`` BetterRnnlm iterations (no dropout) and s/iter;
     run in this process on the backend already chosen."""
     from common import np as backend
     from common.optimizer import SGD
     from common.trainer import RnnlmTrainer
-    from common.progress import write  # noqa: F401  (keeps the import order of the scripts)
     from ch_gru.better_rnnlm import BetterRnnlm
     backend.seed(0)
-    model = BetterRnnlm(cfg['vocab'], cfg['wordvec'], cfg['hidden'], dropout_ratio=0.0)
+    model = BetterRnnlm(cfg['vocab'], cfg['wordvec'], cfg['hidden'], dropout_ratio=0.0, dtype=dtype)
     trainer = RnnlmTrainer(model, SGD(cfg['lr']))
     xs, ts = corpus[:-1], corpus[1:]
     n = cfg['batch'] * cfg['time'] * iters
@@ -291,29 +291,47 @@ def load_corpus(cfg, data_dir, n):
 
 
 def check_training(report, backend, cfg, data_dir, iters):
+    """The same run here and on NumPy. In float64 the curves must agree to
+    1e-6 throughout. In float32 they agree at first and then drift apart by
+    chaos (lr 10: rounding differences grow ~10x every few steps), so only
+    the first five iterations are held to 1e-4; the rest is reported."""
     corpus, source = load_corpus(cfg, data_dir, cfg['batch'] * cfg['time'] * iters + 2)
-    ours = train_curve(cfg, iters, corpus, backend.GPU)
+    for dtype, tol, checked in (('float64', 1e-6, iters), ('float32', 1e-4, 5)):
+        ours = train_curve(cfg, iters, corpus, dtype)
+        ref = numpy_curve(cfg, iters, corpus, dtype)
+        if isinstance(ref, str):
+            report.add('train', f'NumPy reference run ({dtype})', False, ref)
+            continue
+        a, b = numpy.array(ours['losses']), numpy.array(ref['losses'])
+        if len(a) != len(b) or len(a) != iters:
+            report.add('train', f'loss curve vs NumPy ({dtype})', False, f'{len(a)} and {len(b)} losses')
+            continue
+        rel = numpy.abs(a - b) / numpy.abs(b)
+        head, whole = float(rel[:checked].max()), float(rel.max())
+        fell = a[-1] < a[0] or 'random' in source
+        report.add('train', f'loss curve vs NumPy ({dtype}, {iters} it)', head < tol and bool(fell),
+                   f'max rel diff {head:.1e} over {checked} it (whole run {whole:.1e}); '
+                   f'loss {a[0]:.3f} -> {a[-1]:.3f} ({source})', rel_diff=head, rel_diff_whole=whole,
+                   losses=ours['losses'], numpy_losses=ref['losses'])
+        report.add('train', f'step time ({dtype})', None, f"{1e3 * ours['s_per_iter']:.1f} ms/iter here, "
+                   f"{1e3 * ref['s_per_iter']:.1f} ms/iter on NumPy", ms_per_iter=1e3 * ours['s_per_iter'],
+                   numpy_ms_per_iter=1e3 * ref['s_per_iter'], config=cfg)
+
+
+def numpy_curve(cfg, iters, corpus, dtype):
+    """:func:`train_curve` on NumPy, in a subprocess; an error line on failure."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'corpus.npy')
         numpy.save(path, corpus)
         env = {k: v for k, v in os.environ.items() if k != 'DLFS_GPU'}
         env['PYTHONPATH'] = python_path()
         r = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker-train', path,
-                            '--worker-iters', str(iters)] + (['--quick'] if cfg is QUICK else []),
+                            '--worker-iters', str(iters), '--worker-dtype', dtype]
+                           + (['--quick'] if cfg is QUICK else []),
                            capture_output=True, text=True, env=env, cwd=ROOT)
     if r.returncode != 0:
-        report.add('train', 'NumPy reference run', False, r.stderr.strip().splitlines()[-1:])
-        return
-    ref = json.loads(r.stdout.strip().splitlines()[-1])
-    a, b = numpy.array(ours['losses']), numpy.array(ref['losses'])
-    diff = float(numpy.abs(a - b).max() / numpy.abs(b).max()) if len(a) == len(b) else math.inf
-    fell = a[-1] < a[0] if 'random' not in source else True
-    report.add('train', f"loss curve vs NumPy ({iters} iters)", diff < 5e-3 and len(a) == iters and bool(fell),
-               f'max rel diff {diff:.1e}; loss {a[0]:.3f} -> {a[-1]:.3f} ({source})', rel_diff=diff,
-               losses=ours['losses'], numpy_losses=ref['losses'])
-    report.add('train', 'step time', None, f"{1e3 * ours['s_per_iter']:.1f} ms/iter here, "
-               f"{1e3 * ref['s_per_iter']:.1f} ms/iter on NumPy", ms_per_iter=1e3 * ours['s_per_iter'],
-               numpy_ms_per_iter=1e3 * ref['s_per_iter'], config=cfg)
+        return last_line(r)
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------- script
@@ -332,7 +350,7 @@ def run_script(args, gpu):
 def check_script(report, backend, data_dir, quick):
     from ch_gru.rnnlm import load_model
     with tempfile.TemporaryDirectory() as tmp:
-        files = small_corpus(tmp, data_dir)
+        files = small_corpus(tmp, data_dir, 400 if quick else 1500)
         out = os.path.join(tmp, 'run')
         size = '16' if quick else '128'
         common = ['scripts/train_better_rnnlm.py', '--train-file', files[0], '--valid-file', files[1],
@@ -367,17 +385,17 @@ def check_script(report, backend, data_dir, quick):
                    last_line(r) if r.returncode else repr(text[:60]))
 
 
-def small_corpus(tmp, data_dir):
-    """train / valid / test files: PTB test and valid lines when available."""
+def small_corpus(tmp, data_dir, n):
+    """train / valid / test files of n, n/5 and n/5 lines: PTB test lines when available."""
     src = os.path.join(data_dir or '', 'ptb', 'ptb.test.txt')
     if data_dir and os.path.exists(src):
         lines = open(src).read().splitlines()
-        parts = lines[:1500], lines[1500:1800], lines[1800:2100]
+        parts = lines[:n], lines[n:n + n // 5], lines[n + n // 5:n + 2 * (n // 5)]
     else:
         rng = numpy.random.default_rng(0)
         words = [f'w{i}' for i in range(50)]
-        lines = [' '.join(rng.choice(words, 12)) for _ in range(900)]
-        parts = lines[:700], lines[700:800], lines[800:]
+        lines = [' '.join(rng.choice(words, 12)) for _ in range(n + 2 * (n // 5))]
+        parts = lines[:n], lines[n:n + n // 5], lines[n + n // 5:]
     paths = []
     for name, part in zip(('train', 'valid', 'test'), parts):
         paths.append(os.path.join(tmp, f'{name}.txt'))
@@ -456,13 +474,14 @@ def main(argv=None):
     p.add_argument('--iters', type=int, default=30, help='training iterations compared with NumPy')
     p.add_argument('--worker-train', help=argparse.SUPPRESS)
     p.add_argument('--worker-iters', type=int, help=argparse.SUPPRESS)
+    p.add_argument('--worker-dtype', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cfg = QUICK if args.quick else BOOK
 
     from common.cli import select_backend
     if args.worker_train:           # the NumPy side of the training comparison
         select_backend(False)
-        print(json.dumps(train_curve(cfg, args.worker_iters, numpy.load(args.worker_train), False)))
+        print(json.dumps(train_curve(cfg, args.worker_iters, numpy.load(args.worker_train), args.worker_dtype)))
         return 0
     backend = select_backend(not args.cpu)
     skip = {s for s in args.skip.split(',') if s}

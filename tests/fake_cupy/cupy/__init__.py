@@ -7,16 +7,68 @@ matter for host/device bugs:
   indexing with host indices, assigning host arrays into it) raises TypeError;
 * implicit conversion to NumPy (``numpy.asarray(x)``) raises TypeError, as
   CuPy does; ``x.get()`` and ``cupy.asnumpy(x)`` are the explicit ways;
-* reductions return 0-d arrays, not Python scalars.
+* reductions return 0-d arrays, not Python scalars;
+* the hidden copies CuPy 14 makes are counted in :data:`copies` (reason and
+  bytes): a ``matmul`` operand that is neither C- nor F-contiguous, a
+  ``matmul`` into an ``out`` that is not C-contiguous (CuPy multiplies into a
+  temporary and copies it over), and an input of a ufunc or
+  ``ElementwiseKernel`` whose memory bounds overlap an output's (CuPy copies
+  the input first: ``_copy_in_args_if_needed`` with ``may_share_bounds``);
+* an ``ElementwiseKernel`` refuses ``T`` arguments of different dtypes, as
+  CuPy does (``TypeError: Type is mismatched``).
 
 Everything else is delegated to NumPy, so results are bit-identical to the
 NumPy backend with the same seeds.
 """
+import os as _os
+
 import numpy as _np
 
 __version__ = '0.0-fake'
 _IMPLICIT = ('Implicit conversion to a NumPy array is not allowed. '
              'Please use `.get()` to construct a NumPy array explicitly.')
+
+
+#: (reason, bytes) of every hidden copy CuPy would make; tests reset and read it.
+copies = []
+
+
+def _bounds(a):
+    """[low, high) byte addresses that ``a`` may touch (CuPy's get_bound)."""
+    low = high = a.__array_interface__['data'][0]
+    for n, st in zip(a.shape, a.strides):
+        if n == 0:
+            return low, low
+        if st < 0:
+            low += (n - 1) * st
+        else:
+            high += (n - 1) * st
+    return low, high + a.itemsize
+
+
+def _may_share_bounds(a, b):
+    if a is b or a.size == 0 or b.size == 0:
+        return False
+    (al, ah), (bl, bh) = _bounds(a), _bounds(b)
+    return not (ah <= bl or bh <= al)
+
+
+def _count_overlap(name, inputs, outputs):
+    for x in inputs:
+        if isinstance(x, _np.ndarray) and any(_may_share_bounds(x, o) for o in outputs
+                                              if isinstance(o, _np.ndarray) and o is not x):
+            copies.append((f'{name}: input overlaps an output', x.nbytes))
+
+
+def _count_matmul(a, b, out=None):
+    if _os.environ.get('FAKE_CUPY_NO_CUBLAS'):   # a machine with the driver but without cuBLAS
+        raise ImportError('CuPy failed to load libcublas.so.12: OSError: libcublas.so.12: '
+                          'cannot open shared object file: No such file or directory')
+    for x in (a, b):
+        if isinstance(x, _np.ndarray) and x.ndim == 2 and not (x.flags.c_contiguous or x.flags.f_contiguous):
+            copies.append(('matmul: non-contiguous operand', x.nbytes))
+    if isinstance(out, _np.ndarray) and not out.flags.c_contiguous:
+        copies.append(('matmul: out not C-contiguous', out.nbytes))
 
 
 def _unwrap(x, what='argument'):
@@ -76,10 +128,26 @@ class ndarray:
         raise TypeError(_IMPLICIT)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == '__call__':
+            raw = _unwrap(inputs, 'an operand')
+            out = _unwrap(kwargs.get('out', ()), 'out')
+            out = out if isinstance(out, tuple) else (out,)
+            if ufunc is _np.matmul:
+                _count_matmul(*raw[:2], out[0] if out else None)
+            else:
+                _count_overlap(ufunc.__name__, raw, out)
         return _call(getattr(ufunc, method), inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
         return _call(func, args, kwargs)
+
+    def __matmul__(self, other):
+        _count_matmul(self._a, _unwrap(other, 'an operand'))
+        return _wrap(self._a @ _unwrap(other, 'an operand'))
+
+    def __rmatmul__(self, other):
+        _count_matmul(_unwrap(other, 'an operand'), self._a)
+        return _wrap(_unwrap(other, 'an operand') @ self._a)
 
     def __getitem__(self, key):
         return _wrap(self._a[_unwrap(key, 'an index')])
@@ -133,7 +201,7 @@ def _inplace(name):
     return method
 
 
-for _name in ('add', 'sub', 'mul', 'truediv', 'floordiv', 'mod', 'pow', 'matmul', 'and', 'or', 'xor',
+for _name in ('add', 'sub', 'mul', 'truediv', 'floordiv', 'mod', 'pow', 'and', 'or', 'xor',
               'lshift', 'rshift'):
     setattr(ndarray, f'__{_name}__', _binary(f'__{_name}__'))
     setattr(ndarray, f'__r{_name}__', _binary(f'__r{_name}__'))
@@ -148,6 +216,13 @@ class _Ufunc:
         self.__name__ = uf.__name__
 
     def __call__(self, *args, **kwargs):
+        raw = _unwrap(args, 'an operand')
+        out = _unwrap(kwargs.get('out', ()), 'out')
+        out = out if isinstance(out, tuple) else (out,)
+        if self._uf is _np.matmul:
+            _count_matmul(*raw[:2], out[0] if out else None)
+        else:
+            _count_overlap(self.__name__, raw, out)
         return _call(self._uf, args, kwargs)
 
     def __getattr__(self, name):        # reduce, at, outer, ...
@@ -210,9 +285,17 @@ class ElementwiseKernel:
         self.name = name
 
     def __call__(self, *args):
+        if len(args) == len(self.inputs):       # outputs allocated, as CuPy does
+            first = _unwrap(args[0], f'an argument of kernel {self.name}')
+            shape = _np.broadcast_shapes(*(_unwrap(a).shape for a in args))
+            args = args + tuple(ndarray(_np.empty(shape, dtype=first.dtype)) for _ in self.outputs)
         if len(args) != len(self.inputs) + len(self.outputs):
             raise TypeError(f'{self.name}: expected {len(self.inputs) + len(self.outputs)} arrays, got {len(args)}')
         arrays = [_unwrap(a, f'an argument of kernel {self.name}') for a in args]
+        if len({a.dtype for a in arrays if isinstance(a, _np.ndarray)}) > 1:
+            raise TypeError(f'Type is mismatched. {self.name}: T arguments of dtypes '
+                            f"{sorted({a.dtype.name for a in arrays if isinstance(a, _np.ndarray)})}")
+        _count_overlap(self.name, arrays[:len(self.inputs)], arrays[len(self.inputs):])
         shape = _np.broadcast_shapes(*(a.shape for a in arrays))
         for name, a in zip(self.outputs, arrays[len(self.inputs):]):
             if a.shape != shape:
@@ -224,6 +307,8 @@ class ElementwiseKernel:
                 if target not in self.outputs:
                     raise SyntaxError(f'{self.name}: {target!r} is not an output parameter')
                 ns[target][...] = eval(expr, {'__builtins__': {}}, ns)
+                if _os.environ.get('FAKE_CUPY_KERNEL_BUG'):   # a planted bug, for tests of the checks
+                    ns[target][...] *= 1.001
         outs = [ndarray(a) for a in arrays[len(self.inputs):]]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
