@@ -109,6 +109,7 @@ class EpochLoop:
         trainer.grad_steps = [g for g in steps if g is not None]
         trainer.unit = s.unit
         self.state, self.best_params = TrainingState(), None
+        self.checkpoints = Checkpoints(s, record)
         self.plot_path = os.path.join(out, 'perplexity.png')
         self.started, self.elapsed_before = time.time(), 0.0
         self.unsaved = False
@@ -118,11 +119,8 @@ class EpochLoop:
 
     def run(self, resume, log_extra):
         if resume is not None:
-            self.state, self.best_params = resume.restore(self.model, self.optimizer)
+            self.state, self.best_params = self.checkpoints.resume(resume, self.model, self.optimizer, self.log)
             self.elapsed_before = self.state.elapsed_s
-            if self.s.resume_lr is not None:
-                self.optimizer.lr = self.s.resume_lr
-            self.announce_resume(resume)
         else:
             self.log.write(event='start', model=self.model.describe(), params=self.model.param_count(),
                            **(log_extra or {}))
@@ -130,19 +128,6 @@ class EpochLoop:
         with numpy.errstate(over='ignore', invalid='ignore', divide='ignore'), self.ctrl_c.catching():
             self.epochs()
         return self.finish()
-
-    def announce_resume(self, resume):
-        st, lr, max_epoch = self.state, self.optimizer.lr, self.s.max_epoch
-        inside = f', {st.iteration} iterations into epoch {st.epoch + 1}' if st.iteration else ''
-        print(f'resumed from {resume.path}: {st.epoch} epochs done{inside}, lr {lr:g}', flush=True)
-        changes = self.s.changes(resume.settings)
-        if changes:
-            print(f"settings changed since the checkpoint: {'; '.join(changes)}", flush=True)
-        if st.epoch >= max_epoch:
-            print(f"nothing to train: {st.epoch} of --max-epoch {max_epoch} epochs are done; "
-                  f"give a larger --max-epoch to go on", flush=True)
-        self.log.write(event='resume', checkpoint=os.path.abspath(resume.path), epoch=st.epoch,
-                       iteration=st.iteration, lr=lr, changes=changes)
 
     def more(self):
         """Whether to start (or repeat) an epoch."""
@@ -250,20 +235,10 @@ class EpochLoop:
         return good
 
     def save(self):
-        """Write the checkpoint. A failed write (disk full, ...) leaves the
-        previous checkpoint whole; training goes on after a warning."""
-        path = self.s.checkpoint_path
-        if path:
-            self.state.elapsed_s = self.elapsed()
-            r = self.record
-            try:
-                save_checkpoint(path, self.model, self.optimizer, self.state, self.best_params, r.vocab,
-                                r.options, r.data, self.s.to_dict())
-            except (OSError, UserError) as exc:
-                print(f'-- warning: could not write the checkpoint {path} ({exc}); the previous '
-                      f'one is intact and training goes on', flush=True)
-                return
-        self.unsaved = False
+        """Write the checkpoint (when the run has one)."""
+        self.state.elapsed_s = self.elapsed()
+        if self.checkpoints.save(self.model, self.optimizer, self.state, self.best_params):
+            self.unsaved = False
 
     def use_best(self):
         if self.best_params is not None:
@@ -298,6 +273,48 @@ class EpochLoop:
                 'plot': self.plot_path, 'log': self.log.path, 'interrupted': interrupted,
                 'checkpoint': self.s.checkpoint_path, 'train_seconds': trainer.train_seconds,
                 'curve': self.valid_every.points if self.valid_every else None}
+
+class Checkpoints:
+    """Checkpoint and resume: :meth:`save` writes the run to
+    ``settings.checkpoint_path`` (atomically; a failed write warns and
+    training goes on), :meth:`resume` puts a checkpoint back into the model
+    and optimizer and says where the run goes on from."""
+
+    def __init__(self, settings, record):
+        self.s, self.record, self.path = settings, record, settings.checkpoint_path
+
+    def save(self, model, optimizer, state, best_params):
+        """Whether the run is saved now (True without a checkpoint path: nothing to save)."""
+        if not self.path:
+            return True
+        r = self.record
+        try:
+            save_checkpoint(self.path, model, optimizer, state, best_params, r.vocab, r.options, r.data,
+                            self.s.to_dict())
+        except (OSError, UserError) as exc:
+            print(f'-- warning: could not write the checkpoint {self.path} ({exc}); the previous '
+                  f'one is intact and training goes on', flush=True)
+            return False
+        return True
+
+    def resume(self, checkpoint, model, optimizer, log):
+        """``(state, best_params)`` of ``checkpoint``, restored into ``model`` and ``optimizer``."""
+        state, best_params = checkpoint.restore(model, optimizer)
+        if self.s.resume_lr is not None:
+            optimizer.lr = self.s.resume_lr
+        lr, max_epoch = optimizer.lr, self.s.max_epoch
+        inside = f', {state.iteration} iterations into epoch {state.epoch + 1}' if state.iteration else ''
+        print(f'resumed from {checkpoint.path}: {state.epoch} epochs done{inside}, lr {lr:g}', flush=True)
+        changes = self.s.changes(checkpoint.settings)
+        if changes:
+            print(f"settings changed since the checkpoint: {'; '.join(changes)}", flush=True)
+        if state.epoch >= max_epoch:
+            print(f"nothing to train: {state.epoch} of --max-epoch {max_epoch} epochs are done; "
+                  f"give a larger --max-epoch to go on", flush=True)
+        log.write(event='resume', checkpoint=os.path.abspath(checkpoint.path), epoch=state.epoch,
+                  iteration=state.iteration, lr=lr, changes=changes)
+        return state, best_params
+
 
 def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag):
     """Raise :class:`DataError` unless ``corpus`` is a 1-D array of ids in
