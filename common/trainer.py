@@ -81,8 +81,9 @@ class RnnlmTrainer:
 
     def fit(self, xs, ts, max_epoch=10, batch_size=20, time_size=35, max_grad=None, eval_interval=20):
         """Train for ``max_epoch`` passes over (xs, ts), 1-D id arrays with
-        ts[i] the token after xs[i]. After ``grad_steps`` clips the global
-        gradient norm to ``max_grad`` when given. Every ``eval_interval`` iterations prints
+        ts[i] the token after xs[i]. After the ``grad_steps``, clips the
+        global gradient norm to ``max_grad`` when given. Every
+        ``eval_interval`` iterations prints
         ``| epoch 1 | iter 21 / 1327 | time 12[s] | perplexity 812.33 | 1234 tok/s``.
         A part ends training early with :meth:`stop`."""
         self.max_iters = self.epoch_iters(xs, ts, batch_size, time_size)

@@ -9,7 +9,7 @@ import pytest
 
 import common.parts as parts
 from common.optimizer import SGD
-from common.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, Part, ProgressBar, TimeBudget
+from common.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, Part, ProgressBar, TimeBudget, ValidEvery
 from common.trainer import RnnlmTrainer, Stop
 
 CORPUS = np.arange(201)          # 20 iterations of 2 x 5
@@ -155,3 +155,70 @@ def test_grad_norm_log_writes_the_norm_before_clipping_every_n_iterations(tmp_pa
     assert records == [{'event': 'grad_norm', 'iter': i, 'epoch': 1 + (i > 20), 'grad_norm': 5.0}
                        for i in (7, 14, 21, 28, 35)]
     np.testing.assert_allclose(trainer.model.grads[0], [0.6, 0.8], rtol=1e-6)     # and clipping came after
+
+
+class Stateful(Fixed):
+    """Fixed with a recurrent state the parts may put aside and back."""
+
+    def __init__(self):
+        super().__init__()
+        self.state, self.calls = 'training state', []
+
+    def get_state(self):
+        return self.state
+
+    def reset_state(self):
+        self.calls.append('reset')
+        self.state = None
+
+    def set_state(self, state):
+        self.calls.append(('set', state))
+        self.state = state
+
+
+def test_valid_every_evaluates_from_a_fresh_state_and_puts_the_state_back(tmp_path):
+    seen = []
+
+    def evaluate(model, corpus):
+        seen.append(model.state)
+        return 3.0
+
+    log = JsonLog(str(tmp_path / 'log.jsonl'))
+    valid = ValidEvery(8, evaluate, 'valid corpus', log, 'word', str(tmp_path / 'curve.png'))
+    trainer = fit(RnnlmTrainer(Stateful(), SGD(0.1), parts=[valid]))
+    assert seen == [None, None] and trainer.model.state == 'training state'
+    assert trainer.model.calls == ['reset', ('set', 'training state')] * 2
+    assert [(p['iter'], p['valid_ppl'], p['train_ppl']) for p in valid.points] == [(8, 3.0, math.e), (16, 3.0, math.e)]
+    assert [json.loads(line)['event'] for line in open(log.path)] == ['eval', 'eval']
+    assert (tmp_path / 'curve.png').read_bytes()[:4] == b'\x89PNG'
+    assert valid.at_epoch_end(trainer) == 3.0 and len(valid.points) == 3       # iteration 20: a new point
+
+
+def test_checkpoints_save_resume_and_a_failed_write(tmp_path, capsys):
+    from ch_gru.rnnlm import Rnnlm
+    from common.checkpoint import TrainingState, load_checkpoint
+    from common.settings import TrainSettings
+    from common.training import Checkpoints, Record
+    np.random.seed(0)
+    model, record = Rnnlm(5, 4, 4, num_layers=1), Record(list('abcde'), None, {'lr': 1.0}, {})
+    saved = TrainSettings(checkpoint_path=str(tmp_path / 'c.npz'), max_epoch=3)
+    assert Checkpoints(saved, record).save(model, SGD(0.5), TrainingState(epoch=1, iteration=2), None)
+    assert Checkpoints(TrainSettings(), record).save(model, SGD(0.5), TrainingState(), None)    # no path: nothing
+    (tmp_path / 'f').write_text('a file, not a directory')
+    broken = TrainSettings(checkpoint_path=str(tmp_path / 'f' / 'c.npz'))
+    assert not Checkpoints(broken, record).save(model, SGD(0.5), TrainingState(), None)
+    assert '-- warning: could not write the checkpoint' in capsys.readouterr().out
+
+    ck = load_checkpoint(str(tmp_path / 'c.npz'))
+    assert ck.settings == saved.to_dict() and ck.options == {'lr': 1.0}
+    np.random.seed(1)
+    other, opt = Rnnlm(5, 4, 4, num_layers=1), SGD(9.0)
+    log = JsonLog(str(tmp_path / 'log.jsonl'))
+    resumed = TrainSettings(checkpoint_path=saved.checkpoint_path, max_epoch=4, resume_lr=0.25)
+    state, best = Checkpoints(resumed, record).resume(ck, other, opt, log)
+    assert (state.epoch, state.iteration, best, opt.lr) == (1, 2, None, 0.25)
+    for p, q in zip(model.params, other.params):
+        np.testing.assert_array_equal(p, q)
+    out = capsys.readouterr().out
+    assert out == (f'resumed from {ck.path}: 1 epochs done, 2 iterations into epoch 2, lr 0.25\n'
+                   'settings changed since the checkpoint: max_epoch 3 -> 4\n')
