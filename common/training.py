@@ -89,10 +89,11 @@ Record = namedtuple('Record', 'vocab save_meta options data')
 
 class EpochLoop:
     """The epochs of :func:`train_with_validation`, one method per event.
-    Its trainer gets the parts of a run: progress bar, the silent divergence
-    watch (:meth:`diverged` says what happens instead), validation every
-    ``valid_interval`` iterations, time budget, Ctrl-C; and the gradient
-    steps: the gradient-norm log."""
+    Its trainer's parts become those of a run: progress bar, the silent
+    divergence watch (:meth:`diverged` says what happens instead), validation
+    every ``valid_interval`` iterations, time budget, Ctrl-C; the gradient-norm
+    log joins its gradient steps. A new part is one more entry in ``parts``
+    or ``steps`` here (docs/architecture.md)."""
 
     def __init__(self, model, optimizer, corpora, settings, trainer, evaluate, record):
         self.model, self.optimizer, self.corpora, self.s = model, optimizer, corpora, settings
@@ -106,7 +107,7 @@ class EpochLoop:
         parts = [ProgressBar(), self.valid_every, DivergenceWatch(say=False), self.budget, self.ctrl_c]
         steps = [GradNormLog(s.grad_norm_interval, self.log) if s.grad_norm_interval else None]
         trainer.parts = [p for p in parts if p is not None]
-        trainer.grad_steps = [g for g in steps if g is not None]
+        trainer.grad_steps = trainer.grad_steps + [g for g in steps if g is not None]   # after the caller's
         trainer.unit = s.unit
         self.state, self.best_params = TrainingState(), None
         self.checkpoints = Checkpoints(s, record)
