@@ -18,7 +18,7 @@ scalar attributes such as ``lr`` and Adam's ``iter``, which slots are there);
 loss, best validation perplexity, history, divergences in a row, elapsed
 seconds); ``data`` (training tokens, their CRC-32, batch and time size);
 ``rng`` (:func:`common.np.get_rng_state`); ``options`` (the run's
-command-line options).
+command-line options); ``settings`` (its :class:`common.settings.TrainSettings`).
 
 Like :mod:`common.cli`, this module does not import ``common.np`` at import
 time: a script reads the options of a checkpoint before choosing the backend.
@@ -143,7 +143,8 @@ def corpus_fingerprint(corpus):
 
 # -- files ----------------------------------------------------------------------
 
-def save_checkpoint(path, model, optimizer, state, best_params=None, vocab=None, options=None, data=None):
+def save_checkpoint(path, model, optimizer, state, best_params=None, vocab=None, options=None, data=None,
+                    settings=None):
     """Write a checkpoint of the run atomically (the previous file stays whole
     until the new one is complete)."""
     from common import np as backend
@@ -167,7 +168,7 @@ def save_checkpoint(path, model, optimizer, state, best_params=None, vocab=None,
             'optimizer': {'class': opt['class'], 'values': opt['values'], 'slots': slot_kinds},
             'hidden': [sorted(layer) for layer in hidden], 'has_best': best_params is not None,
             'state': asdict(state), 'data': data or {}, 'rng': backend.get_rng_state(),
-            'options': options or {}}
+            'options': options or {}, 'settings': settings or {}}
     save_npz(path, arrays, meta)
     return path
 
@@ -190,12 +191,13 @@ def load_checkpoint(path):
 
 
 class Checkpoint:
-    """A loaded checkpoint: ``options``, ``vocab``, ``state``; :meth:`check`
+    """A loaded checkpoint: ``options``, ``settings``, ``vocab``, ``state``; :meth:`check`
     that it fits a run, then :meth:`restore` it into the model and optimizer."""
 
     def __init__(self, path, arrays, meta):
         self.path, self.arrays, self.meta = path, arrays, meta
         self.options = dict(meta['options'])
+        self.settings = dict(meta.get('settings', {}))
         self.vocab = meta['model'].get('vocab')
         self.state = TrainingState(**meta['state'])
 

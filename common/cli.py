@@ -106,8 +106,8 @@ _UNSET = object()
 
 def add_checkpoint_flags(parser):
     """--resume, --checkpoint, --divergence-factor, --max-divergences: the
-    flags of :func:`common.training.train_with_validation`'s reliability
-    features (see :func:`checkpoint_options`)."""
+    flags of the run's reliability features (read by
+    :meth:`common.settings.TrainSettings.from_args`)."""
     g = parser.add_argument_group('checkpoints and divergence')
     g.add_argument('--resume', metavar='PATH',
                    help='continue the run saved in this checkpoint; options not given on the command line '
@@ -141,12 +141,3 @@ def parse_args(parser, argv=None):
     checkpoint.given = given
     return argparse.Namespace(**{**vars(args), **saved}), checkpoint
 
-
-def checkpoint_options(args, checkpoint):
-    """Keyword arguments of ``train_with_validation`` from the flags of
-    :func:`add_checkpoint_flags` and the checkpoint of :func:`parse_args`."""
-    given = getattr(checkpoint, 'given', ())
-    return dict(checkpoint_path=args.checkpoint or os.path.join(args.out_dir, 'checkpoint.npz'),
-                resume=checkpoint, resume_lr=args.lr if 'lr' in given and hasattr(args, 'lr') else None,
-                options=vars(args), divergence_factor=args.divergence_factor,
-                max_divergences=args.max_divergences)

@@ -38,3 +38,24 @@ def line_plot(series, xlabel, ylabel, path=None, ylim=None, title=None, logy=Fal
     with atomic_file(path) as f:
         fig.savefig(f, format='png', dpi=100)
     return path
+
+
+def plot_history(history, path, unit='word'):
+    """Train and valid perplexity per epoch (``history`` of a run's state), log scale."""
+    x = history['epoch']
+    ylabel = 'perplexity' if unit == 'word' else 'perplexity (per character)'
+    return line_plot({'train': (x, history['train']), 'valid': (x, history['valid'])}, 'epoch', ylabel,
+                     path=path, logy=True, title='perplexity per epoch')
+
+
+def plot_curve(points, path, unit='word'):
+    """Train and valid loss (nats/char) or perplexity of ``points`` (the
+    ``eval`` records) against training seconds."""
+    import math
+
+    def y(ppl):
+        return math.log(ppl) if unit == 'char' else ppl
+    x = [p['train_seconds'] for p in points]
+    lines = {label: (x, [y(p[f'{label}_ppl']) for p in points]) for label in ('train', 'valid')}
+    ylabel = 'loss (nats/char)' if unit == 'char' else 'perplexity'
+    return line_plot(lines, 'training time (s)', ylabel, path=path, title=f'{ylabel} during training')

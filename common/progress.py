@@ -19,6 +19,13 @@ def progress(iterable, total=None, desc=None, unit='it'):
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
+def progress_bar(total, desc=None, unit='it'):
+    """A tqdm bar to ``update()`` and ``close()`` on a terminal, None otherwise."""
+    if not interactive():
+        return None
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
 def write(line):
     """Print a report line without breaking a bar that is being drawn."""
     if interactive():

@@ -1,14 +1,27 @@
-"""RnnlmTrainer: truncated BPTT over one long corpus, as in the book."""
+"""RnnlmTrainer: truncated BPTT over one long corpus, as in the book.
+
+``fit`` is the book's loop: batch, forward, backward, the gradient steps,
+update, the after-iteration steps, and a report line every ``eval_interval``
+iterations. What a real run needs beyond it (progress bar, divergence watch,
+time budget, Ctrl-C, validation inside an epoch, ...) are small parts in
+:mod:`common.parts`, called at a few named events; docs/architecture.md says
+where each step lives and where a new part plugs in.
+"""
 import math
 import time
+from collections import namedtuple
 
 import numpy
 
 from common.np import *  # noqa: F401,F403
 from common import np as backend
 from common.errors import DataError
-from common.progress import progress, write
+from common.progress import write
 from common.util import clip_grads, window_indices
+
+#: Why and where ``fit`` ended early: reason ('interrupt', 'diverged', 'time', or a part's own)
+#: and the iterations done in that epoch (counting any ``start`` iterations).
+Stop = namedtuple('Stop', 'reason at')
 
 
 def describe_ppl(ppl, unit='word'):
@@ -20,6 +33,17 @@ def describe_ppl(ppl, unit='word'):
     return f'ppl {ppl:.2f}'
 
 
+class ClipGrads:
+    """Gradient step: scale the gradients to a global norm of at most
+    ``max_norm``; the norms (backend scalars) add up in ``trainer.norm_sum``."""
+
+    def __init__(self, max_norm):
+        self.max_norm = max_norm
+
+    def __call__(self, trainer):
+        trainer.norm_sum += clip_grads(trainer.model.grads, self.max_norm)
+
+
 class RnnlmTrainer:
     """Train a language model with truncated backpropagation through time.
 
@@ -27,45 +51,139 @@ class RnnlmTrainer:
     ``i * (len(xs) // batch_size)`` and all rows advance together,
     ``time_size`` tokens per iteration, so the stateful layers see each row
     as one continuous stream. ``fit`` starts at the beginning of the corpus
-    (time index 0), like the book's.
+    (time index 0), like the book's, or at iteration k of the first epoch
+    after ``start = (k, summed loss of those k)`` (a resumed run).
 
     After ``fit``: ``ppl_list`` holds the perplexity of every report window,
     ``epoch_ppl`` the training perplexity of the last epoch, and
-    ``tokens_per_sec`` its throughput. ``total_iters`` and ``train_seconds``
-    count all iterations and the seconds spent in them, over every ``fit``.
+    ``tokens_per_sec`` its throughput; ``stopped`` is None or a :data:`Stop`.
+    ``total_iters`` and ``train_seconds`` count all iterations and the
+    seconds spent in them (the parts' time not included), over every ``fit``.
 
-    Subclasses change the batching by overriding :meth:`epoch_iters` and
-    :meth:`get_batch` (see :class:`common.sentences.SentenceTrainer`).
-
-    Hooks for the epoch loop of :mod:`common.training` (the book's use needs
-    none of them): ``fit(..., start_iter=k, start_loss=s)`` starts the first
-    epoch at iteration k, the first k losses having summed to s; setting
-    ``stop_requested`` (from a signal handler) ends ``fit`` after the current
-    iteration, with ``stopped_at`` the iterations done in that epoch and
-    ``epoch_loss`` their summed loss; a non-finite loss or gradient norm ends
-    ``fit`` with ``diverged_at`` set to the iteration where it was seen (and
-    a report line saying so, unless ``report_divergence`` is false).
+    ``grad_steps``: callables ``step(trainer)`` run between backward and
+    update, before clipping (an all-reduce of data-parallel gradients goes
+    here). ``parts``: objects with any of the methods of
+    :class:`common.parts.Part`, called at its events. By default a progress
+    bar and the divergence watch. Subclasses change the batching by
+    overriding :meth:`epoch_iters` and :meth:`get_batch`
+    (see :class:`common.sentences.SentenceTrainer`).
     """
 
-    def __init__(self, model, optimizer):
-        self.model = model
-        self.optimizer = optimizer
-        self.time_idx = None
-        self.ppl_list = None
-        self.eval_interval = None
-        self.current_epoch = 0
-        self.epoch_ppl = None
-        self.tokens_per_sec = None
-        self.stop_requested = False
-        self.stopped_at = None
-        self.diverged_at = None
-        self.report_divergence = True
-        self.epoch_loss = 0
-        self.total_iters = 0
-        self.train_seconds = 0.0
-        self.last_step_seconds = 0.0
-        self.epoch_iters_done = 0
-        self.stopped_early = False
+    def __init__(self, model, optimizer, parts=None, grad_steps=()):
+        from common.parts import DivergenceWatch, ProgressBar
+        self.model, self.optimizer = model, optimizer
+        self.parts = [ProgressBar(), DivergenceWatch()] if parts is None else list(parts)
+        self.grad_steps = list(grad_steps)
+        self.time_idx = self.ppl_list = self.eval_interval = self.stopped = None
+        self.current_epoch, self.start, self.unit = 0, (0, 0.0), 'word'
+        self.epoch_ppl = self.tokens_per_sec = None
+        self.total_iters, self.train_seconds, self.last_step_seconds = 0, 0.0, 0.0
+
+    def fit(self, xs, ts, max_epoch=10, batch_size=20, time_size=35, max_grad=None, eval_interval=20):
+        """Train for ``max_epoch`` passes over (xs, ts), 1-D id arrays with
+        ts[i] the token after xs[i]. After the ``grad_steps``, clips the
+        global gradient norm to ``max_grad`` when given. Every
+        ``eval_interval`` iterations prints
+        ``| epoch 1 | iter 21 / 1327 | time 12[s] | perplexity 812.33 | 1234 tok/s``.
+        A part ends training early with :meth:`stop`."""
+        self.max_iters = self.epoch_iters(xs, ts, batch_size, time_size)
+        xs, ts = backend.asarray(xs), backend.asarray(ts)   # one host-to-device copy per fit
+        self.tokens, self.eval_interval, self.ppl_list = batch_size * time_size, eval_interval, []
+        self.start_time, self.stopped = time.time(), None
+        (first, start_loss), self.start = self.start, (0, 0.0)
+        self.time_idx = first * time_size
+        grad_steps = self.grad_steps + ([ClipGrads(max_grad)] if max_grad is not None else [])
+        model, optimizer = self.model, self.optimizer
+
+        for _ in range(max_epoch):
+            self.begin_epoch(first, start_loss)
+            for self.iteration in range(first, self.max_iters):
+                step_start = time.perf_counter()
+                batch_x, batch_t = self.get_batch(xs, ts, batch_size, time_size)
+                loss = model.forward(batch_x, batch_t)
+                model.backward()
+                for step in grad_steps:
+                    step(self)
+                optimizer.update(model.params, model.grads)
+                self.add_loss(loss)
+                if eval_interval and self.iteration % eval_interval == 0:
+                    self.report(step_start)
+                self.count_time(step_start)
+                self.emit('iteration')
+                if self.stopped:
+                    break
+            self.end_epoch()
+            if self.stopped:
+                break
+            first, start_loss = 0, 0.0
+
+    def begin_epoch(self, first, start_loss):
+        """Zero the epoch's sums (the first ``first`` iterations, done before,
+        summed to ``start_loss``); parts' ``epoch_start``."""
+        # Losses and gradient norms stay backend scalars until a report reads
+        # them: on the GPU the loop never waits for the device. Both are >= 0,
+        # so a sum is finite exactly when every term is.
+        self.window_loss, self.window_count, self.norm_sum = 0, 0, 0
+        self.done, self.epoch_seconds, self.first, self.epoch_loss = 0, 0.0, first, start_loss
+        self.emit('epoch_start')
+
+    def add_loss(self, loss):
+        self.loss = loss
+        self.window_loss += loss
+        self.epoch_loss += loss
+        self.window_count += 1
+        self.done += 1
+
+    def report(self, step_start):
+        """The book's report line; one host read of the window's loss. A part's
+        ``report`` sees ``window`` first and may stop training instead."""
+        self.window = float(self.window_loss)
+        self.emit('report')
+        if self.stopped:
+            return
+        ppl = _exp(self.window / self.window_count)
+        elapsed = time.time() - self.start_time
+        rate = self.done * self.tokens / max(self.epoch_seconds + time.perf_counter() - step_start, 1e-9)
+        loss_text = 'perplexity %.2f' % ppl if self.unit == 'word' else describe_ppl(ppl, self.unit)
+        write('| epoch %d | iter %d / %d | time %d[s] | %s | %.0f tok/s'
+              % (self.current_epoch + 1, self.iteration + 1, self.max_iters, elapsed, loss_text, rate))
+        self.ppl_list.append(float(ppl))
+        self.window_loss, self.window_count = 0, 0
+
+    def count_time(self, step_start):
+        self.last_step_seconds = time.perf_counter() - step_start
+        self.epoch_seconds += self.last_step_seconds
+        self.train_seconds += self.last_step_seconds
+        self.total_iters += 1
+
+    def end_epoch(self):
+        """Parts' ``epoch_end`` (the watch reads the epoch's loss); then, unless
+        the epoch was cut short by anything but the time budget, its perplexity
+        and throughput, and ``current_epoch`` advances."""
+        self.emit('epoch_end')
+        if self.stopped and self.stopped.reason != 'time':
+            return
+        if self.first + self.done:
+            self.epoch_ppl = _exp(self.epoch_total / (self.first + self.done))
+        if self.done:
+            self.tokens_per_sec = self.done * self.tokens / max(self.epoch_seconds, 1e-9)
+        self.current_epoch += 1
+
+    @property
+    def epoch_total(self):
+        """The epoch's summed loss as a float, read from the device once per epoch."""
+        if not isinstance(self.epoch_loss, float):
+            self.epoch_loss = float(self.epoch_loss)
+        return self.epoch_loss
+
+    def emit(self, event):
+        for part in self.parts:
+            getattr(part, event)(self)
+
+    def stop(self, reason, at=None):
+        """End ``fit`` after this iteration (the first reason given wins)."""
+        if self.stopped is None:
+            self.stopped = Stop(reason, self.first + self.done if at is None else at)
 
     def get_batch(self, x, t, batch_size, time_size):
         """(batch_size, time_size) inputs and targets at the current time index."""
@@ -85,107 +203,6 @@ class RnnlmTrainer:
                             f"use a smaller --batch-size/--time-size or a longer corpus")
         return max_iters
 
-    def fit(self, xs, ts, max_epoch=10, batch_size=20, time_size=35, max_grad=None, eval_interval=20,
-            start_iter=0, start_loss=0.0, unit='word', max_seconds=None, callback=None):
-        """Train for ``max_epoch`` passes over (xs, ts), 1-D id arrays with
-        ts[i] the token after xs[i]. Clips the global gradient norm to
-        ``max_grad`` when given. Every ``eval_interval`` iterations prints
-        ``| epoch 1 | iter 21 / 1327 | time 12[s] | perplexity 812.33 | 1234 tok/s``
-        (with ``unit='char'`` the loss in nats/char and bpc as well).
-
-        ``max_seconds`` caps ``train_seconds``: no iteration starts that would
-        end past it, judged by the last iteration's duration (``stopped_early``
-        tells). ``callback(trainer, loss)`` runs after every iteration with its
-        loss (a backend scalar); its time counts neither in ``train_seconds``
-        nor in tokens/s. ``start_iter``/``start_loss``: see the class docstring."""
-        max_iters = self.epoch_iters(xs, ts, batch_size, time_size)
-        xs, ts = backend.asarray(xs), backend.asarray(ts)   # one host-to-device copy per fit
-        self.time_idx = start_iter * time_size
-        self.ppl_list = []
-        self.eval_interval = eval_interval
-        self.stopped_at = self.diverged_at = None
-        model, optimizer = self.model, self.optimizer
-        tokens = batch_size * time_size
-        start_time = time.time()
-        self.stopped_early = False
-
-        for _ in range(max_epoch):
-            # Losses and gradient norms stay backend scalars until a report
-            # reads them: on the GPU the loop never waits for the device.
-            # Both are >= 0, so a sum is finite exactly when every term is.
-            total_loss, loss_count = 0, 0
-            epoch_loss, norm_sum = start_loss, 0
-            first, start_iter, start_loss = start_iter, 0, 0.0
-            done, epoch_seconds = 0, 0.0
-            steps = progress(range(first, max_iters), total=max_iters - first,
-                             desc=f'epoch {self.current_epoch + 1}', unit='batch')
-            for iters in steps:
-                if self.out_of_time(max_seconds):
-                    self.stopped_early = True
-                    break
-                step_start = time.perf_counter()
-                batch_x, batch_t = self.get_batch(xs, ts, batch_size, time_size)
-                loss = model.forward(batch_x, batch_t)
-                model.backward()
-                if max_grad is not None:
-                    norm_sum += clip_grads(model.grads, max_grad)
-                optimizer.update(model.params, model.grads)
-                total_loss += loss
-                epoch_loss += loss
-                loss_count += 1
-                done += 1
-
-                if eval_interval and iters % eval_interval == 0:
-                    window = float(total_loss)
-                    if not _finite(window, norm_sum):
-                        self.diverged_at = iters + 1
-                        break
-                    ppl = _exp(window / loss_count)
-                    elapsed = time.time() - start_time
-                    rate = done * tokens / max(epoch_seconds + time.perf_counter() - step_start, 1e-9)
-                    loss_text = describe_ppl(ppl, unit) if unit == 'char' else 'perplexity %.2f' % ppl
-                    write('| epoch %d | iter %d / %d | time %d[s] | %s | %.0f tok/s'
-                          % (self.current_epoch + 1, iters + 1, max_iters, elapsed, loss_text, rate))
-                    self.ppl_list.append(float(ppl))
-                    total_loss, loss_count = 0, 0
-                self.last_step_seconds = time.perf_counter() - step_start
-                epoch_seconds += self.last_step_seconds
-                self.train_seconds += self.last_step_seconds
-                self.total_iters += 1
-                if callback is not None:
-                    callback(self, loss)
-                if self.stop_requested and iters + 1 < max_iters:
-                    if _finite(float(epoch_loss), norm_sum):     # never stop in a diverged state
-                        self.stopped_at = iters + 1
-                    else:
-                        self.diverged_at = iters + 1
-                    break
-            self.epoch_loss = epoch_loss
-            self.epoch_iters_done = done
-            getattr(steps, 'close', lambda: None)()
-            total = None
-            if self.diverged_at is None and self.stopped_at is None:
-                total = float(epoch_loss)
-                if not _finite(total, norm_sum):
-                    self.diverged_at = first + done
-            if self.diverged_at is not None and self.report_divergence:
-                write('| epoch %d | iter %d / %d | non-finite loss or gradient norm: training stopped; lower the '
-                      'learning rate or clip gradients' % (self.current_epoch + 1, self.diverged_at, max_iters))
-            if self.stopped_at is not None or self.diverged_at is not None:
-                return
-            if first + done:
-                self.epoch_ppl = _exp(total / (first + done))
-            if done:
-                self.tokens_per_sec = done * tokens / max(epoch_seconds, 1e-9)
-            self.current_epoch += 1
-            if self.stopped_early:
-                break
-
-    def out_of_time(self, max_seconds):
-        """Whether one more iteration, as long as the last one, would take
-        ``train_seconds`` past ``max_seconds`` (never, when that is None)."""
-        return max_seconds is not None and self.train_seconds + self.last_step_seconds > max_seconds
-
     def plot(self, path=None, ylim=None):
         """Plot ``ppl_list``. With ``path`` write a PNG there (works without a
         display) and return the path; without it show the figure."""
@@ -195,9 +212,10 @@ class RnnlmTrainer:
         return line_plot({'train': (x, self.ppl_list)}, xlabel, 'perplexity', path=path, ylim=ylim)
 
 
-def _finite(loss_sum, norm_sum):
-    """Whether a summed loss (a float) and a summed gradient norm are finite."""
-    return math.isfinite(loss_sum) and math.isfinite(float(norm_sum))
+def finite(*values):
+    """Whether every value (floats or backend scalars, e.g. summed losses and
+    gradient norms) is finite."""
+    return all(math.isfinite(float(v)) for v in values)
 
 
 def _exp(x):

@@ -5,194 +5,159 @@ validation perplexity, the learning rate divided by ``lr_decay`` when
 validation did not improve, the best parameters kept (and saved). At the end,
 or on Ctrl-C, the best parameters are evaluated on the test corpus. Every
 epoch appends a JSON record to ``log.jsonl`` and redraws ``perplexity.png``.
+What happens inside an epoch is the trainer's loop and its parts
+(:mod:`common.parts`); the run's settings are one
+:class:`common.settings.TrainSettings`.
 
 A run loses nothing:
 
-* **Checkpoints.** With ``checkpoint_path`` a checkpoint
-  (:mod:`common.checkpoint`) is written atomically at every epoch end and on
+* **Checkpoints.** A checkpoint (:mod:`common.checkpoint`) is written
+  atomically to ``settings.checkpoint_path`` at every epoch end and on
   Ctrl-C; ``resume=load_checkpoint(path)`` goes on from it. On the CPU a
   resumed run ends with the same parameters, bit for bit, as one that never
   stopped.
-* **Ctrl-C** (SIGINT) finishes the current iteration, saves a checkpoint with
-  the position inside the epoch, evaluates the best parameters on test and
-  returns with ``interrupted`` true. A second Ctrl-C stops at once
-  (KeyboardInterrupt); the last checkpoint stays whole.
-* **Divergence.** A non-finite loss or gradient norm (looked for at each
-  report and at the end of the epoch, where the host reads the loss anyway)
-  or validation perplexity puts back the last good state (the start of the
-  epoch, or the resume point), divides the learning rate by
-  ``divergence_factor`` and runs the epoch again, with a one-line warning.
-  The ``max_divergences``-th divergence in a row raises :class:`TrainingError`;
-  the best parameters stay saved and are loaded into the model.
+* **Ctrl-C** (SIGINT, :class:`common.parts.CtrlC`) finishes the current
+  iteration, saves a checkpoint with the position inside the epoch, evaluates
+  the best parameters on test and returns with ``interrupted`` true. A second
+  Ctrl-C stops at once (KeyboardInterrupt); the last checkpoint stays whole.
+* **Divergence.** A non-finite loss or gradient norm
+  (:class:`common.parts.DivergenceWatch`) or validation perplexity puts back
+  the last good state (the start of the epoch, or the resume point), divides
+  the learning rate by ``divergence_factor`` and runs the epoch again, with a
+  one-line warning. The ``max_divergences``-th divergence in a row raises
+  :class:`TrainingError`; the best parameters stay saved and are loaded into
+  the model.
 * **Bad input** is refused before anything is written: empty or too short
   corpora, token ids outside the vocabulary, non-positive sizes or learning
   rate, output paths that cannot be written, a checkpoint of another run.
 """
-import contextlib
-import json
+import functools
 import math
-import numbers
 import os
-import signal
-import threading
 import time
+from collections import namedtuple
 
 import numpy
 
 from common.checkpoint import (TrainingState, corpus_fingerprint, restore_snapshot, save_checkpoint,
                                snapshot)
-from common.cli import check_output_dir
-from common.np import np
-from common.errors import ConfigError, DataError, TrainingError, UserError
-from common.plotting import line_plot
+from common.errors import DataError, TrainingError, UserError
+from common.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, ProgressBar, TimeBudget, ValidEvery
+from common.plotting import plot_history
 from common.trainer import RnnlmTrainer, describe_ppl
 from common.util import eval_perplexity
 
-
-class JsonLog:
-    """One JSON object per line; each write is flushed, so a log survives a crash."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def write(self, **record):
-        with open(self.path, 'a', encoding='utf-8') as f:
-            f.write(json.dumps(record) + '\n')
+#: The three corpora of a run (1-D id arrays; ``test`` may be None).
+Corpora = namedtuple('Corpora', 'train valid test')
 
 
-def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, batch_size, time_size,
-                          max_grad, eval_interval, out_dir, lr_decay=4.0, eval_batch_size=10,
-                          save_path=None, vocab=None, unit='word', log_extra=None, checkpoint_path=None,
-                          resume=None, resume_lr=None, options=None, divergence_factor=4.0, max_divergences=3,
-                          trainer=None, evaluate=None, max_seconds=None, valid_interval=None, save_meta=None,
-                          lr_epoch_factor=1.0):
-    """Train ``model`` on the 1-D id array ``train`` for ``max_epoch`` epochs;
-    returns a dict with the history, the best validation and the test
-    perplexity (``None`` when ``test`` is None or no epoch finished), whether
-    Ctrl-C stopped the run, and the checkpoint path. The best parameters go to
-    ``save_path`` with ``vocab`` (tokens in id order) beside them; the
-    checkpoint, with ``options`` (JSON-able, e.g. ``vars(args)``), to
-    ``checkpoint_path``. ``resume`` (a :class:`common.checkpoint.Checkpoint`)
-    continues that run, with ``resume_lr`` as learning rate when given.
+def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, evaluate=None, resume=None,
+                          vocab=None, save_meta=None, log_extra=None, options=None):
+    """Train ``model`` on ``corpora.train`` as ``settings`` (a
+    :class:`TrainSettings`) say; returns a dict with the history, the best
+    validation and the test perplexity (``None`` when there is no test
+    corpus or no epoch finished), whether Ctrl-C stopped the run, and the
+    checkpoint path. The best parameters go to ``settings.save_path`` with
+    ``vocab`` (tokens in id order) and ``save_meta`` beside them; the
+    checkpoint holds the settings and ``options`` (JSON-able, e.g.
+    ``vars(args)``). ``resume`` (a :class:`common.checkpoint.Checkpoint`)
+    continues that run; ``log_extra`` goes into the log's ``start`` record.
 
     For other kinds of runs (the character models): ``trainer`` replaces
     :class:`RnnlmTrainer` (e.g. :class:`common.sentences.SentenceTrainer`) and
-    ``evaluate(model, corpus) -> perplexity`` replaces :func:`eval_perplexity`;
-    ``max_seconds`` ends training once that many seconds were spent in training
-    iterations (evaluation does not count; the budget restarts on resume) and
-    evaluates the epoch in progress; ``valid_interval`` evaluates on ``valid``
-    every that many iterations as well, logging ``eval`` records and drawing
-    ``curve.png`` (loss against training time); ``lr_epoch_factor`` multiplies
-    the learning rate after every epoch (exponential decay, on top of the
-    decay on a plateau); ``save_meta`` is stored beside the best parameters."""
-    settings = dict(max_epoch=max_epoch, batch_size=batch_size, time_size=time_size, max_grad=max_grad,
-                    eval_interval=eval_interval, lr_decay=lr_decay, eval_batch_size=eval_batch_size,
-                    divergence_factor=divergence_factor, max_divergences=max_divergences)
-    check_training_options(optimizer.lr if resume_lr is None else resume_lr, **settings)
+    ``evaluate(model, corpus) -> perplexity`` replaces :func:`eval_perplexity`."""
+    s, corpora = settings, Corpora(*corpora)
+    s.check(optimizer.lr if s.resume_lr is None else s.resume_lr)
     vocab_size = getattr(model, 'config', {}).get('vocab_size')
-    check_corpus(train, 'training corpus', vocab_size, batch_size, time_size, '--batch-size')
-    for corpus, name in ((valid, 'validation corpus'), (test, 'test corpus')):
+    check_corpus(corpora.train, 'training corpus', vocab_size, s.batch_size, s.time_size, '--batch-size')
+    for corpus, name in ((corpora.valid, 'validation corpus'), (corpora.test, 'test corpus')):
         if corpus is not None:
-            check_corpus(corpus, name, vocab_size, eval_batch_size, time_size, '--eval-batch-size')
-    check_output_dir(out_dir)
-    for path, flag in ((save_path, '--save'), (checkpoint_path, '--checkpoint')):
-        if path:
-            check_output_dir(os.path.dirname(os.path.abspath(path)), flag)
-    data = dict(corpus_fingerprint(train), batch_size=batch_size, time_size=time_size)
+            check_corpus(corpus, name, vocab_size, s.eval_batch_size, s.time_size, '--eval-batch-size')
+    data = dict(corpus_fingerprint(corpora.train), batch_size=s.batch_size, time_size=s.time_size)
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
-    if evaluate is None:
-        def evaluate(m, corpus):
-            return eval_perplexity(m, corpus, batch_size=eval_batch_size, time_size=time_size)
-    settings.update(max_seconds=max_seconds, lr_epoch_factor=lr_epoch_factor)
-    loop = EpochLoop(model, optimizer, train, valid, test, settings, out_dir=out_dir, save_path=save_path,
-                     vocab=vocab, unit=unit, checkpoint_path=checkpoint_path, options=options, data=data,
-                     trainer=trainer, evaluate=evaluate, valid_interval=valid_interval, save_meta=save_meta)
-    return loop.run(resume, resume_lr, log_extra)
+    evaluate = evaluate or functools.partial(eval_perplexity, batch_size=s.eval_batch_size, time_size=s.time_size)
+    record = Record(vocab, save_meta, options, data)
+    return EpochLoop(model, optimizer, corpora, s, trainer or RnnlmTrainer(model, optimizer), evaluate,
+                     record).run(resume, log_extra)
+
+
+#: What a run writes beside the parameters: vocabulary, metadata of the saved
+#: parameters, options and training-data fingerprint of the checkpoint.
+Record = namedtuple('Record', 'vocab save_meta options data')
 
 
 class EpochLoop:
-    """The loop of :func:`train_with_validation`, one method per event."""
+    """The epochs of :func:`train_with_validation`, one method per event.
+    Its trainer's parts become those of a run: progress bar, the silent
+    divergence watch (:meth:`diverged` says what happens instead), validation
+    every ``valid_interval`` iterations, time budget, Ctrl-C; the gradient-norm
+    log joins its gradient steps. A new part is one more entry in ``parts``
+    or ``steps`` here (docs/architecture.md)."""
 
-    def __init__(self, model, optimizer, train, valid, test, settings, *, out_dir, save_path, vocab, unit,
-                 checkpoint_path, options, data, trainer, evaluate, valid_interval, save_meta):
-        self.model, self.optimizer = model, optimizer
-        self.train, self.valid, self.test = train, valid, test
-        self.s = settings
-        self.save_path, self.vocab, self.unit = save_path, vocab, unit
-        self.checkpoint_path, self.options, self.data = checkpoint_path, options, data
-        self.trainer = trainer or RnnlmTrainer(model, optimizer)
-        self.trainer.report_divergence = False      # diverged() says what happens instead
-        self.evaluate, self.save_meta = evaluate, save_meta
-        self.tracker = ValidTracker(evaluate, valid, None, unit, os.path.join(out_dir, 'curve.png')) \
-            if valid_interval else None
-        self.callback = self.tracker.interval_callback(valid_interval) if self.tracker else None
+    def __init__(self, model, optimizer, corpora, settings, trainer, evaluate, record):
+        self.model, self.optimizer, self.corpora, self.s = model, optimizer, corpora, settings
+        self.trainer, self.evaluate, self.record = trainer, evaluate, record
+        s, out = settings, settings.out_dir
+        self.log = JsonLog(os.path.join(out, 'log.jsonl'))
+        self.ctrl_c = CtrlC()
+        self.budget = TimeBudget(s.max_seconds) if s.max_seconds else None
+        self.valid_every = ValidEvery(s.valid_interval, evaluate, corpora.valid, self.log, s.unit,
+                                      os.path.join(out, 'curve.png')) if s.valid_interval else None
+        parts = [ProgressBar(), self.valid_every, DivergenceWatch(say=False), self.budget, self.ctrl_c]
+        steps = [GradNormLog(s.grad_norm_interval, self.log) if s.grad_norm_interval else None]
+        trainer.parts = [p for p in parts if p is not None]
+        trainer.grad_steps = trainer.grad_steps + [g for g in steps if g is not None]   # after the caller's
+        trainer.unit = s.unit
         self.state, self.best_params = TrainingState(), None
-        self.log = JsonLog(os.path.join(out_dir, 'log.jsonl'))
-        if self.tracker:
-            self.tracker.log = self.log
-        self.plot_path = os.path.join(out_dir, 'perplexity.png')
+        self.checkpoints = Checkpoints(s, record)
+        self.plot_path = os.path.join(out, 'perplexity.png')
         self.started, self.elapsed_before = time.time(), 0.0
         self.unsaved = False
 
     def elapsed(self):
         return self.elapsed_before + time.time() - self.started
 
-    def run(self, resume, resume_lr, log_extra):
+    def run(self, resume, log_extra):
         if resume is not None:
-            self.state, self.best_params = resume.restore(self.model, self.optimizer)
+            self.state, self.best_params = self.checkpoints.resume(resume, self.model, self.optimizer, self.log)
             self.elapsed_before = self.state.elapsed_s
-            if resume_lr is not None:
-                self.optimizer.lr = resume_lr
-            self.announce_resume(resume.path)
         else:
             self.log.write(event='start', model=self.model.describe(), params=self.model.param_count(),
                            **(log_extra or {}))
         # Non-finite values are detected and handled below: no overflow warnings.
-        with numpy.errstate(over='ignore', invalid='ignore', divide='ignore'), stop_on_sigint(self.trainer):
+        with numpy.errstate(over='ignore', invalid='ignore', divide='ignore'), self.ctrl_c.catching():
             self.epochs()
         return self.finish()
 
-    def announce_resume(self, path):
-        st, lr = self.state, self.optimizer.lr
-        inside = f', {st.iteration} iterations into epoch {st.epoch + 1}' if st.iteration else ''
-        print(f'resumed from {path}: {st.epoch} epochs done{inside}, lr {lr:g}', flush=True)
-        if st.epoch >= self.s['max_epoch']:
-            print(f"nothing to train: {st.epoch} of --max-epoch {self.s['max_epoch']} epochs are done; "
-                  f"give a larger --max-epoch to go on", flush=True)
-        self.log.write(event='resume', checkpoint=os.path.abspath(path), epoch=st.epoch, iteration=st.iteration,
-                       lr=lr)
+    def more(self):
+        """Whether to start (or repeat) an epoch."""
+        return (self.state.epoch < self.s.max_epoch and not self.ctrl_c.requested
+                and not (self.budget and self.budget.spent(self.trainer)))
 
     def epochs(self):
-        s, trainer = self.s, self.trainer
+        s, trainer, train = self.s, self.trainer, self.corpora.train
         good = self.remember()
-        while (self.state.epoch < s['max_epoch'] and not trainer.stop_requested
-               and not trainer.out_of_time(s['max_seconds'])):
+        while self.more():
             st, lr = self.state, self.optimizer.lr
-            trainer.current_epoch = st.epoch
-            trainer.fit(self.train[:-1], self.train[1:], max_epoch=1, batch_size=s['batch_size'],
-                        time_size=s['time_size'], max_grad=s['max_grad'], eval_interval=s['eval_interval'],
-                        start_iter=st.iteration, start_loss=st.epoch_loss, unit=self.unit,
-                        max_seconds=s['max_seconds'], callback=self.callback)
-            if trainer.stopped_early and trainer.epoch_iters_done == 0:
-                break                                    # the time budget ran out before this epoch
-            if trainer.stopped_at is not None and not all_finite(self.model.params):
-                trainer.diverged_at, trainer.stopped_at = trainer.stopped_at, None
-            if trainer.stopped_at is not None:           # Ctrl-C inside the epoch, in a good state
-                st.iteration, st.epoch_loss = trainer.stopped_at, float(trainer.epoch_loss)
+            trainer.current_epoch, trainer.start = st.epoch, (st.iteration, st.epoch_loss)
+            trainer.fit(train[:-1], train[1:], max_epoch=1, batch_size=s.batch_size, time_size=s.time_size,
+                        max_grad=s.max_grad, eval_interval=s.eval_interval)
+            stop = trainer.stopped
+            if stop and stop.reason == 'interrupt':      # Ctrl-C inside the epoch, in a good state
+                st.iteration, st.epoch_loss = stop.at, trainer.epoch_total
                 self.save()
                 return
-            problem, valid_ppl = self.divergence(), None
-            if problem is None:
-                valid_ppl = self.validate()
-                if not math.isfinite(valid_ppl):
-                    problem = f'validation perplexity {valid_ppl} after epoch {st.epoch + 1}'
+            problem = self.divergence()
+            valid_ppl = None if problem else self.validate()
+            if valid_ppl is not None and not math.isfinite(valid_ppl):
+                problem = f'validation perplexity {valid_ppl} after epoch {st.epoch + 1}'
             if problem:
                 good = self.diverged(good, problem)
                 continue
-            self.end_epoch(lr, valid_ppl)
+            self.end_epoch(lr, valid_ppl, partial=bool(stop) and stop.at < trainer.max_iters)
             good = self.remember()
-            if trainer.stopped_early:
+            if stop:                                     # the time budget
                 break
         if self.unsaved:
             self.save()
@@ -200,8 +165,8 @@ class EpochLoop:
     def divergence(self):
         """What went wrong in the epoch just trained, or None."""
         trainer, epoch = self.trainer, self.state.epoch + 1
-        if trainer.diverged_at is not None:
-            return f'non-finite loss or gradient norm at iteration {trainer.diverged_at} of epoch {epoch}'
+        if trainer.stopped and trainer.stopped.reason == 'diverged':
+            return f'non-finite loss or gradient norm at iteration {trainer.stopped.at} of epoch {epoch}'
         if not math.isfinite(trainer.epoch_ppl):
             return f'training perplexity {trainer.epoch_ppl} in epoch {epoch}'
         return None
@@ -212,12 +177,15 @@ class EpochLoop:
 
     def validate(self):
         self.model.reset_state()
-        ppl = self.tracker.at_epoch_end(self.trainer) if self.tracker else self.evaluate(self.model, self.valid)
+        if self.valid_every:
+            ppl = self.valid_every.at_epoch_end(self.trainer)
+        else:
+            ppl = self.evaluate(self.model, self.corpora.valid)
         self.model.reset_state()
         return ppl
 
-    def end_epoch(self, lr, valid_ppl):
-        st, trainer, unit = self.state, self.trainer, self.unit
+    def end_epoch(self, lr, valid_ppl, partial):
+        st, trainer, unit = self.state, self.trainer, self.s.unit
         st.epoch += 1
         st.iteration, st.epoch_loss, st.divergences = 0, 0.0, 0
         for key, value in (('epoch', st.epoch), ('train', trainer.epoch_ppl), ('valid', valid_ppl), ('lr', lr)):
@@ -225,63 +193,53 @@ class EpochLoop:
         if st.best_valid_ppl is None or valid_ppl < st.best_valid_ppl:
             st.best_valid_ppl = valid_ppl
             self.best_params = [p.copy() for p in self.model.params]
-            if self.save_path:
-                self.model.save_params(self.save_path, vocab=self.vocab, meta=self.save_meta)
+            if self.s.save_path:
+                self.model.save_params(self.s.save_path, vocab=self.record.vocab, meta=self.record.save_meta)
         else:
-            self.optimizer.lr /= self.s['lr_decay']
-        self.optimizer.lr *= self.s['lr_epoch_factor']
+            self.optimizer.lr /= self.s.lr_decay
+        self.optimizer.lr *= self.s.lr_epoch_factor
         self.save()                 # before the epoch line: a printed epoch is a saved epoch
         elapsed = self.elapsed()
-        budget = ' | time budget reached' if trainer.stopped_early else ''
+        budget = ' | time budget reached' if partial else ''
         print(f'| epoch {st.epoch} | train {describe_ppl(trainer.epoch_ppl, unit)} | valid '
               f'{describe_ppl(valid_ppl, unit)} | lr {lr:g} | time {elapsed:.0f}[s] | '
               f'{trainer.tokens_per_sec:.0f} tok/s{budget}', flush=True)
         self.log.write(event='epoch', epoch=st.epoch, train_ppl=trainer.epoch_ppl, valid_ppl=valid_ppl, lr=lr,
                        elapsed_s=elapsed, tokens_per_sec=trainer.tokens_per_sec,
-                       train_seconds=trainer.train_seconds, iters=trainer.epoch_iters_done,
-                       partial=trainer.stopped_early)
+                       train_seconds=trainer.train_seconds, iters=trainer.done, partial=partial)
         plot_history(st.history, self.plot_path, unit)
 
     def diverged(self, good, problem):
         """Go back to the last good state with a smaller learning rate, or give up."""
-        failed = self.state
-        failed_lr = self.optimizer.lr
+        failed, failed_lr = self.state, self.optimizer.lr
         restore_snapshot(self.model, self.optimizer, good[0])
         self.state = good[1].copy()
         self.state.divergences = count = failed.divergences + 1
-        limit = self.s['max_divergences']
+        limit, factor = self.s.max_divergences, self.s.divergence_factor
         self.log.write(event='divergence', problem=problem, lr=failed_lr, in_a_row=count)
         if count >= limit:
             self.use_best()
-            kept = [f"the best parameters (valid ppl {self.state.best_valid_ppl:.2f}) are in {self.save_path}"
-                    ] if self.save_path and self.best_params is not None else []
-            if self.checkpoint_path and os.path.exists(self.checkpoint_path):
-                kept.append(f'the last good state is in {self.checkpoint_path}')
+            path, ck = self.s.save_path, self.s.checkpoint_path
+            kept = [f"the best parameters (valid ppl {self.state.best_valid_ppl:.2f}) are in {path}"
+                    ] if path and self.best_params is not None else []
+            if ck and os.path.exists(ck):
+                kept.append(f'the last good state is in {ck}')
             raise TrainingError(f"training diverged {count} times in a row (last: {problem}, learning rate "
                                 f"{failed_lr:g}){': ' + ' and '.join(kept) if kept else ''}; "
                                 f"start again with a smaller --lr or --max-grad")
-        self.optimizer.lr = failed_lr / self.s['divergence_factor']
+        self.optimizer.lr = failed_lr / factor
         back = (f'iteration {self.state.iteration} of epoch {self.state.epoch + 1}' if self.state.iteration
                 else f'the start of epoch {self.state.epoch + 1}')
-        print(f'-- warning: {problem}: back to {back} with learning rate '
-              f'{failed_lr:g} / {self.s["divergence_factor"]:g} = {self.optimizer.lr:g} '
-              f'({count} in a row; the run stops at {limit})', flush=True)
+        print(f'-- warning: {problem}: back to {back} with learning rate {failed_lr:g} / {factor:g} = '
+              f'{self.optimizer.lr:g} ({count} in a row; the run stops at {limit})', flush=True)
         self.unsaved = True
         return good
 
     def save(self):
-        """Write the checkpoint. A failed write (disk full, ...) leaves the
-        previous checkpoint whole; training goes on after a warning."""
-        if self.checkpoint_path:
-            self.state.elapsed_s = self.elapsed()
-            try:
-                save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.state, self.best_params,
-                                self.vocab, self.options, self.data)
-            except (OSError, UserError) as exc:
-                print(f'-- warning: could not write the checkpoint {self.checkpoint_path} ({exc}); the previous '
-                      f'one is intact and training goes on', flush=True)
-                return
-        self.unsaved = False
+        """Write the checkpoint (when the run has one)."""
+        self.state.elapsed_s = self.elapsed()
+        if self.checkpoints.save(self.model, self.optimizer, self.state, self.best_params):
+            self.unsaved = False
 
     def use_best(self):
         if self.best_params is not None:
@@ -289,19 +247,19 @@ class EpochLoop:
                 p[...] = best
 
     def finish(self):
-        st, unit = self.state, self.unit
-        interrupted = self.trainer.stop_requested
+        st, unit, test = self.state, self.s.unit, self.corpora.test
+        interrupted = self.ctrl_c.requested
         if interrupted:
             where = (f'iteration {st.iteration} of epoch {st.epoch + 1}' if st.iteration
                      else f'epoch {st.epoch}')
-            saved = (f': checkpoint in {self.checkpoint_path}, continue with --resume {self.checkpoint_path}'
-                     if self.checkpoint_path else '')
+            ck = self.s.checkpoint_path
+            saved = f': checkpoint in {ck}, continue with --resume {ck}' if ck else ''
             print(f'-- stopped by Ctrl-C after {where}{saved}', flush=True)
         self.use_best()
         test_ppl = None
-        if self.test is not None and self.best_params is not None:
+        if test is not None and self.best_params is not None:
             self.model.reset_state()
-            test_ppl = self.evaluate(self.model, self.test)
+            test_ppl = self.evaluate(self.model, test)
             print(f'| end | best valid {describe_ppl(st.best_valid_ppl, unit)} | test '
                   f'{describe_ppl(test_ppl, unit)}', flush=True)
         elif self.best_params is None:
@@ -314,56 +272,49 @@ class EpochLoop:
                        interrupted=interrupted)
         return {'history': st.history, 'best_valid_ppl': st.best_valid_ppl, 'test_ppl': test_ppl,
                 'plot': self.plot_path, 'log': self.log.path, 'interrupted': interrupted,
-                'checkpoint': self.checkpoint_path, 'train_seconds': trainer.train_seconds,
-                'curve': self.tracker.points if self.tracker else None}
+                'checkpoint': self.s.checkpoint_path, 'train_seconds': trainer.train_seconds,
+                'curve': self.valid_every.points if self.valid_every else None}
 
+class Checkpoints:
+    """Checkpoint and resume: :meth:`save` writes the run to
+    ``settings.checkpoint_path`` (atomically; a failed write warns and
+    training goes on), :meth:`resume` puts a checkpoint back into the model
+    and optimizer and says where the run goes on from."""
 
-def all_finite(arrays):
-    """Whether every element of every array is finite (one host read per array)."""
-    return all(bool(np.isfinite(a).all()) for a in arrays)
+    def __init__(self, settings, record):
+        self.s, self.record, self.path = settings, record, settings.checkpoint_path
 
+    def save(self, model, optimizer, state, best_params):
+        """Whether the run is saved now (True without a checkpoint path: nothing to save)."""
+        if not self.path:
+            return True
+        r = self.record
+        try:
+            save_checkpoint(self.path, model, optimizer, state, best_params, r.vocab, r.options, r.data,
+                            self.s.to_dict())
+        except (OSError, UserError) as exc:
+            print(f'-- warning: could not write the checkpoint {self.path} ({exc}); the previous '
+                  f'one is intact and training goes on', flush=True)
+            return False
+        return True
 
-@contextlib.contextmanager
-def stop_on_sigint(trainer):
-    """While active, the first Ctrl-C asks ``trainer`` to stop after the
-    current iteration; a second one raises KeyboardInterrupt at once. Outside
-    the main thread (where signals cannot be caught) it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if trainer.stop_requested:
-            raise KeyboardInterrupt
-        trainer.stop_requested = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-
-
-def check_training_options(lr, *, max_epoch, batch_size, time_size, max_grad, eval_interval, lr_decay,
-                           eval_batch_size, divergence_factor, max_divergences):
-    """Raise :class:`ConfigError` for a rate or size a run cannot use."""
-    def number(value, ok):
-        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and ok(value)
-
-    if not number(lr, lambda v: v > 0):
-        raise ConfigError(f"the learning rate must be a positive number, got {lr!r}: pass e.g. --lr 10")
-    for name, value in (('max_epoch', max_epoch), ('batch_size', batch_size), ('time_size', time_size),
-                        ('eval_batch_size', eval_batch_size), ('max_divergences', max_divergences)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(eval_interval, numbers.Integral) or eval_interval < 0:
-        raise ConfigError(f"eval_interval must be a non-negative integer (0: no reports), got {eval_interval!r}")
-    if max_grad is not None and not number(max_grad, lambda v: v > 0):
-        raise ConfigError(f"max_grad must be a positive number or None (no clipping), got {max_grad!r}")
-    if not number(lr_decay, lambda v: v > 0):
-        raise ConfigError(f"lr_decay must be a positive number, got {lr_decay!r}")
-    if not number(divergence_factor, lambda v: v > 1):
-        raise ConfigError(f"divergence_factor must be a number greater than 1, got {divergence_factor!r}")
+    def resume(self, checkpoint, model, optimizer, log):
+        """``(state, best_params)`` of ``checkpoint``, restored into ``model`` and ``optimizer``."""
+        state, best_params = checkpoint.restore(model, optimizer)
+        if self.s.resume_lr is not None:
+            optimizer.lr = self.s.resume_lr
+        lr, max_epoch = optimizer.lr, self.s.max_epoch
+        inside = f', {state.iteration} iterations into epoch {state.epoch + 1}' if state.iteration else ''
+        print(f'resumed from {checkpoint.path}: {state.epoch} epochs done{inside}, lr {lr:g}', flush=True)
+        changes = self.s.changes(checkpoint.settings)
+        if changes:
+            print(f"settings changed since the checkpoint: {'; '.join(changes)}", flush=True)
+        if state.epoch >= max_epoch:
+            print(f"nothing to train: {state.epoch} of --max-epoch {max_epoch} epochs are done; "
+                  f"give a larger --max-epoch to go on", flush=True)
+        log.write(event='resume', checkpoint=os.path.abspath(checkpoint.path), epoch=state.epoch,
+                  iteration=state.iteration, lr=lr, changes=changes)
+        return state, best_params
 
 
 def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag):
@@ -386,66 +337,3 @@ def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag):
         raise DataError(f"the {name} holds token id {bad}, outside the model's vocabulary of {vocab_size} "
                         f"words (ids 0 to {vocab_size - 1 if vocab_size else '?'}): encode it with the "
                         f"vocabulary the model was built with")
-
-
-class ValidTracker:
-    """Validation during an epoch: every ``interval`` iterations the model's
-    recurrent state is put aside, ``valid`` is evaluated from a fresh state,
-    and training goes on from the state it had. Each point
-    (iteration, training seconds, train and valid perplexity) is printed,
-    logged as an ``eval`` record and drawn into ``curve.png``."""
-
-    def __init__(self, evaluate, valid, log, unit, curve_path):
-        self.evaluate, self.valid, self.log, self.unit = evaluate, valid, log, unit
-        self.curve_path = curve_path
-        self.points = []
-        self.loss_sum, self.loss_count = 0, 0
-
-    def interval_callback(self, interval):
-        def callback(trainer, loss):
-            self.loss_sum += loss          # a backend scalar: no device sync per iteration
-            self.loss_count += 1
-            if trainer.total_iters % interval == 0:
-                state = trainer.model.get_state()
-                trainer.model.reset_state()
-                self.add_point(trainer)
-                trainer.model.set_state(state)
-        return callback
-
-    def at_epoch_end(self, trainer):
-        """Valid perplexity after the epoch; the interval point of this very
-        iteration when there is one."""
-        if self.points and self.points[-1]['iter'] == trainer.total_iters:
-            return self.points[-1]['valid_ppl']
-        return self.add_point(trainer)
-
-    def add_point(self, trainer):
-        valid_ppl = self.evaluate(trainer.model, self.valid)
-        train_ppl = math.exp(float(self.loss_sum) / self.loss_count) if self.loss_count else trainer.epoch_ppl
-        self.loss_sum, self.loss_count = 0, 0
-        point = {'iter': trainer.total_iters, 'train_seconds': trainer.train_seconds,
-                 'train_ppl': train_ppl, 'valid_ppl': valid_ppl}
-        self.points.append(point)
-        print(f'| iter {trainer.total_iters} | train time {trainer.train_seconds:.1f}[s] | train '
-              f'{describe_ppl(train_ppl, self.unit)} | valid {describe_ppl(valid_ppl, self.unit)}', flush=True)
-        self.log.write(event='eval', **point)
-        plot_curve(self.points, self.curve_path, self.unit)
-        return valid_ppl
-
-
-def plot_history(history, path, unit='word'):
-    x = history['epoch']
-    ylabel = 'perplexity' if unit == 'word' else 'perplexity (per character)'
-    return line_plot({'train': (x, history['train']), 'valid': (x, history['valid'])}, 'epoch', ylabel,
-                     path=path, logy=True, title='perplexity per epoch')
-
-
-def plot_curve(points, path, unit='word'):
-    """Train and valid loss (nats/char) or perplexity of ``points`` (the
-    ``eval`` records) against training seconds."""
-    def y(ppl):
-        return math.log(ppl) if unit == 'char' else ppl
-    x = [p['train_seconds'] for p in points]
-    lines = {label: (x, [y(p[f'{label}_ppl']) for p in points]) for label in ('train', 'valid')}
-    ylabel = 'loss (nats/char)' if unit == 'char' else 'perplexity'
-    return line_plot(lines, 'training time (s)', ylabel, path=path, title=f'{ylabel} during training')

@@ -115,6 +115,7 @@ def run_ours(corpus, args):
     from ch_gru.rnnlm import Rnnlm
     from common.cli import check_output_dir
     from common.optimizer import Adam
+    from common.settings import TrainSettings
     from common.training import train_with_validation
     check_output_dir(args.run_dir)
     log_path = os.path.join(args.run_dir, 'log.jsonl')
@@ -123,13 +124,14 @@ def run_ours(corpus, args):
     model = Rnnlm(len(corpus.vocab), args.embed_size, args.hidden_size, num_layers=args.layers,
                   dropout_ratio=args.dropout, tie_weights=args.tie)
     print(f'== dlfs-gru: {model.describe()}, {model.param_count():,} parameters', flush=True)
-    result = train_with_validation(
-        model, Adam(args.lr), corpus.train, corpus.valid, None, max_epoch=10 ** 6, batch_size=args.batch_size,
-        time_size=args.time_size, max_grad=args.max_grad, eval_interval=0, out_dir=args.run_dir,
-        lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size,
-        save_path=os.path.join(args.run_dir, 'CharRnnlm.npz'), vocab=corpus.vocab.tokens, unit='char',
-        max_seconds=args.seconds, valid_interval=args.valid_interval, save_meta=corpus.save_meta(),
-        lr_epoch_factor=args.lr_epoch_factor, log_extra={'args': vars(args)})
+    settings = TrainSettings(
+        max_epoch=10 ** 6, batch_size=args.batch_size, time_size=args.time_size, max_grad=args.max_grad,
+        eval_interval=0, out_dir=args.run_dir, lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size,
+        save_path=os.path.join(args.run_dir, 'CharRnnlm.npz'), unit='char', max_seconds=args.seconds,
+        valid_interval=args.valid_interval or 0, lr_epoch_factor=args.lr_epoch_factor)
+    result = train_with_validation(model, Adam(args.lr), (corpus.train, corpus.valid, None), settings,
+                                   vocab=corpus.vocab.tokens, save_meta=corpus.save_meta(),
+                                   log_extra={'args': vars(args)})
     sample = None
     if args.sample:
         sample = TextGenerator(model, CharCodec(corpus.vocab)).sample(length=args.sample, temperature=0.8,

@@ -20,9 +20,14 @@ import os
 import sys
 import time
 
-from common.cli import (ArgumentParser, HelpFormatter, add_checkpoint_flags, check_output_dir, checkpoint_options,
-                        nonnegative_int, optional_positive_float, parse_args, positive_float, positive_int, ratio,
-                        run, select_backend)
+from common.cli import ArgumentParser, HelpFormatter, check_output_dir, parse_args, positive_int, ratio, run, select_backend
+from common.settings import TrainSettings, add_training_flags
+
+#: The book's chapter-6 hyperparameters, with learning rate 10 (stable for the GRU).
+DEFAULTS = dict(lr=10.0, lr_decay=4.0, max_grad=0.25, batch_size=20, time_size=35, max_epoch=40, eval_interval=20,
+                eval_batch_size=10, out_dir=os.path.join('runs', 'better_rnnlm'), model_file='BetterRnnlm.npz')
+HELP = {'lr': 'SGD learning rate (10 is stable for GRU; the book used 20 for LSTM)',
+        'seed': 'random seed (weights and dropout)'}
 
 
 def build_parser():
@@ -47,28 +52,7 @@ def build_parser():
                        help='hidden size (equal to --wordvec-size: the output weight is tied to the embedding)')
     model.add_argument('--dropout', type=ratio, default=0.5, help='dropout ratio')
 
-    train = p.add_argument_group('training')
-    train.add_argument('--batch-size', type=positive_int, default=20, help='rows per batch')
-    train.add_argument('--time-size', type=positive_int, default=35, help='truncated BPTT length')
-    train.add_argument('--lr', type=positive_float, default=10.0,
-                       help='SGD learning rate (10 is stable for GRU; the book used 20 for LSTM)')
-    train.add_argument('--lr-decay', type=positive_float, default=4.0,
-                       help='divide the learning rate by this when valid perplexity does not improve')
-    train.add_argument('--max-epoch', type=positive_int, default=40, help='epochs')
-    train.add_argument('--max-grad', type=optional_positive_float, default=0.25,
-                       help="clip the global gradient norm to this ('none' to disable)")
-    train.add_argument('--eval-interval', type=nonnegative_int, default=20,
-                       help='print training perplexity every N iterations (0: never)')
-    train.add_argument('--eval-batch-size', type=positive_int, default=10, help='batch size of evaluation')
-    train.add_argument('--seed', type=int, default=None, help='random seed (weights and dropout)')
-    train.add_argument('--gpu', action='store_true', help='run on CUDA through CuPy')
-
-    out = p.add_argument_group('output')
-    out.add_argument('--out-dir', default=os.path.join('runs', 'better_rnnlm'),
-                     help='directory for log.jsonl and perplexity.png')
-    out.add_argument('--save', default=None,
-                     help='write the best parameters here (.npz); default <out-dir>/BetterRnnlm.npz')
-    add_checkpoint_flags(p)
+    add_training_flags(p, DEFAULTS, HELP)
     return p
 
 
@@ -106,7 +90,7 @@ def main(argv=None):
     args, resume = parse_args(build_parser(), argv)
     backend = select_backend(args.gpu)
     check_output_dir(args.out_dir)
-    save_path = args.save or os.path.join(args.out_dir, 'BetterRnnlm.npz')
+    settings = TrainSettings.from_args(args, resume, model_file=DEFAULTS['model_file'])
     if args.seed is not None:
         backend.seed(args.seed)
 
@@ -126,13 +110,10 @@ def main(argv=None):
           f'({time.time() - t0:.1f}s)')
     print(f'model: {model.describe()}, {model.param_count():,} parameters, '
           f"backend {'CuPy (GPU)' if backend.GPU else 'NumPy (CPU)'}", flush=True)
-    result = train_with_validation(
-        model, SGD(args.lr), train, valid, test, max_epoch=args.max_epoch, batch_size=args.batch_size,
-        time_size=args.time_size, max_grad=args.max_grad, eval_interval=args.eval_interval,
-        lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size, out_dir=args.out_dir,
-        save_path=save_path, vocab=list(word_to_id), log_extra={'args': vars(args), 'vocab_size': vocab_size, 'data': source},
-        **checkpoint_options(args, resume))
-    print(f"wrote {result['plot']}, {result['log']}, {save_path} and {result['checkpoint']}")
+    result = train_with_validation(model, SGD(args.lr), (train, valid, test), settings, resume=resume,
+                                   vocab=list(word_to_id), options=vars(args),
+                                   log_extra={'args': vars(args), 'vocab_size': vocab_size, 'data': source})
+    print(f"wrote {result['plot']}, {result['log']}, {settings.save_path} and {result['checkpoint']}")
     return 130 if result['interrupted'] else 0
 
 

@@ -23,11 +23,18 @@ import os
 import sys
 import time
 
-from common.cli import (ArgumentParser, HelpFormatter, add_checkpoint_flags, check_output_dir, checkpoint_options,
-                        nonnegative_int, optional_positive_float, parse_args, positive_float, positive_int, ratio,
-                        run, select_backend)
+from common.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_int, parse_args, positive_int,
+                        ratio, run, select_backend)
+from common.settings import TrainSettings, add_training_flags
 
 OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'adam')
+#: The configuration of the 100-second target (docs/performance.md).
+DEFAULTS = dict(lr=0.008, lr_decay=2.0, lr_epoch_factor=0.6, max_grad=5.0, batch_size=64, time_size=64, max_epoch=20,
+                eval_interval=50, eval_batch_size=32, out_dir=os.path.join('runs', 'char_rnnlm'),
+                model_file='CharRnnlm.npz')
+HELP = {'lr_decay': 'divide the learning rate by this when valid loss does not improve over an epoch (1: never)',
+        'time_size': 'truncated BPTT length (with --sentences: window length inside a padded batch)',
+        'eval_interval': 'print the training loss every N iterations (0: never)'}
 
 
 def split_fractions(text):
@@ -70,41 +77,12 @@ def build_parser():
     model.add_argument('--tie', action='store_true',
                        help='tie the output weight to the embedding (needs --embed-size == --hidden-size)')
 
-    train = p.add_argument_group('training')
+    train = add_training_flags(p, DEFAULTS, HELP)
     train.add_argument('--optimizer', choices=OPTIMIZERS, default='adam', help='optimizer')
-    train.add_argument('--lr', type=positive_float, default=0.008, help='learning rate')
-    train.add_argument('--lr-decay', type=positive_float, default=2.0,
-                       help='divide the learning rate by this when valid loss does not improve over an epoch '
-                            '(1: never)')
-    train.add_argument('--lr-epoch-factor', type=positive_float, default=0.6,
-                       help='multiply the learning rate by this after every epoch (1: never)')
-    train.add_argument('--max-grad', type=optional_positive_float, default=5.0,
-                       help="clip the global gradient norm to this ('none' to disable)")
-    train.add_argument('--batch-size', type=positive_int, default=64, help='rows per batch')
-    train.add_argument('--time-size', type=positive_int, default=64,
-                       help='truncated BPTT length (with --sentences: window length inside a padded batch)')
-    train.add_argument('--max-epoch', type=positive_int, default=20, help='epochs at most')
-    train.add_argument('--max-seconds', type=positive_float, default=None,
-                       help='stop once this many seconds were spent training (evaluation not counted); '
-                            'the epoch in progress is evaluated')
-    train.add_argument('--eval-interval', type=nonnegative_int, default=50,
-                       help='print the training loss every N iterations (0: never)')
-    train.add_argument('--valid-interval', type=nonnegative_int, default=0,
-                       help='evaluate on valid every N iterations too, and draw curve.png (0: per epoch only)')
-    train.add_argument('--eval-batch-size', type=positive_int, default=32, help='batch size of evaluation')
-    train.add_argument('--seed', type=int, default=None, help='random seed (weights, dropout, batch order)')
-    train.add_argument('--gpu', action='store_true', help='run on CUDA through CuPy')
-
-    out = p.add_argument_group('output')
-    out.add_argument('--out-dir', default=os.path.join('runs', 'char_rnnlm'),
-                     help='directory for log.jsonl and the plots')
-    out.add_argument('--save', default=None,
-                     help='write the best parameters and the vocabulary here (.npz); '
-                          'default <out-dir>/CharRnnlm.npz')
+    out = p.add_argument_group('sample')
     out.add_argument('--sample', type=nonnegative_int, default=300,
                      help='print this many characters sampled from the best model at the end (0: none)')
     out.add_argument('--sample-temperature', type=float, default=0.8, help='temperature of that sample')
-    add_checkpoint_flags(p)
     return p
 
 
@@ -117,7 +95,7 @@ def main(argv=None):
     args, resume = parse_args(build_parser(), argv)
     backend = select_backend(args.gpu)
     check_output_dir(args.out_dir)
-    save_path = args.save or os.path.join(args.out_dir, 'CharRnnlm.npz')
+    settings = TrainSettings.from_args(args, resume, unit='char', model_file=DEFAULTS['model_file'])
     if args.seed is not None:
         backend.seed(args.seed)
 
@@ -151,18 +129,13 @@ def main(argv=None):
         trainer = SentenceTrainer(model, optimizer, vocab.bos)
         evaluate = functools.partial(eval_sentences, bos_id=vocab.bos, batch_size=args.eval_batch_size,
                                      time_size=args.time_size)
-    result = train_with_validation(
-        model, optimizer, corpus.train, corpus.valid, corpus.test, max_epoch=args.max_epoch,
-        batch_size=args.batch_size, time_size=args.time_size, max_grad=args.max_grad,
-        eval_interval=args.eval_interval, lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size,
-        out_dir=args.out_dir, save_path=save_path, vocab=vocab.tokens, unit='char', trainer=trainer,
-        evaluate=evaluate, max_seconds=args.max_seconds, valid_interval=args.valid_interval or None,
-        save_meta=corpus.save_meta(), lr_epoch_factor=args.lr_epoch_factor,
-        log_extra={'args': vars(args), 'vocab_size': len(vocab), 'data': corpus.description},
-        **checkpoint_options(args, resume))
+    result = train_with_validation(model, optimizer, (corpus.train, corpus.valid, corpus.test), settings,
+                                   trainer=trainer, evaluate=evaluate, resume=resume, vocab=vocab.tokens,
+                                   save_meta=corpus.save_meta(), options=vars(args),
+                                   log_extra={'args': vars(args), 'vocab_size': len(vocab), 'data': corpus.description})
     outputs = [result['plot'], result['log']] + ([os.path.join(args.out_dir, 'curve.png')]
                                                   if args.valid_interval else [])
-    print(f"trained {result['train_seconds']:.1f}s; wrote {', '.join(outputs)}, {save_path} and "
+    print(f"trained {result['train_seconds']:.1f}s; wrote {', '.join(outputs)}, {settings.save_path} and "
           f"{result['checkpoint']}")
     if args.sample and result['history']['epoch']:
         generator = TextGenerator(model, CharCodec(vocab))

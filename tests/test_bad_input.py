@@ -13,6 +13,7 @@ import pytest
 from common.cli import run
 from common.errors import CheckpointError, ConfigError, DataError, UserError
 from common.optimizer import SGD
+from common.settings import TrainSettings
 from common.training import train_with_validation
 from ch_gru.rnnlm import Rnnlm
 from dataset import ptb
@@ -191,7 +192,8 @@ def library_train(tmp_path, corpus=None, lr=1.0, **kw):
     options = dict(max_epoch=1, batch_size=2, time_size=5, max_grad=None, eval_interval=0,
                    out_dir=str(tmp_path / 'out'))
     options.update(kw)
-    return train_with_validation(library_model(), SGD(lr), corpus, np.arange(100) % 10, None, **options)
+    return train_with_validation(library_model(), SGD(lr), (corpus, np.arange(100) % 10, None),
+                                 TrainSettings(**options))
 
 
 def offline(tmp_path, monkeypatch):
@@ -259,9 +261,10 @@ def test_wrong_model_checkpoint_in_library(tmp_path):
     np.random.seed(0)
     other = Rnnlm(10, 4, 4, num_layers=2, dropout_ratio=0.0)
     with pytest.raises(CheckpointError, match=r"holds another model \(num_layers 1 vs 2; checkpoint vs this run\)"):
-        train_with_validation(other, SGD(1.0), np.arange(200) % 10, np.arange(100) % 10, None, max_epoch=1,
-                              batch_size=2, time_size=5, max_grad=None, eval_interval=0,
-                              out_dir=str(tmp_path / 'out'), resume=load_checkpoint(str(tmp_path / 'c.npz')))
+        train_with_validation(other, SGD(1.0), (np.arange(200) % 10, np.arange(100) % 10, None),
+                              TrainSettings(max_epoch=1, batch_size=2, time_size=5, max_grad=None, eval_interval=0,
+                                            out_dir=str(tmp_path / 'out')),
+                              resume=load_checkpoint(str(tmp_path / 'c.npz')))
 
 
 def test_script_gives_up_after_repeated_divergence(files, tmp_path, capsys):

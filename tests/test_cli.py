@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from common.checkpoint import TrainingState, save_checkpoint
-from common.cli import ArgumentParser, add_checkpoint_flags, checkpoint_options, parse_args, positive_float
+from common.cli import ArgumentParser, add_checkpoint_flags, parse_args, positive_float
 from common.optimizer import SGD
 from ch_gru.rnnlm import Rnnlm
 
@@ -17,6 +17,12 @@ def parser():
     p.add_argument('--out-dir', default='runs/x')
     p.add_argument('--gpu', action='store_true')
     return add_checkpoint_flags(p)
+
+
+def settings_of(args, checkpoint):
+    """TrainSettings from the flags of parser() (the others at their defaults)."""
+    from common.settings import TrainSettings
+    return TrainSettings.from_args(argparse.Namespace(save=None, **vars(args)), checkpoint)
 
 
 def checkpoint(tmp_path, **options):
@@ -35,18 +41,18 @@ def test_resume_takes_the_options_not_given(tmp_path):
     assert (args.hidden_size, args.lr, args.out_dir, args.divergence_factor) == (64, 20.0, 'runs/old', 8.0)
     assert args.gpu is False and args.resume == path            # the machine's, not the checkpoint's
     assert not hasattr(args, 'gone_option')
-    kw = checkpoint_options(args, ck)
-    assert kw['resume'] is ck and kw['resume_lr'] is None and kw['checkpoint_path'].endswith('runs/old/checkpoint.npz')
-    assert kw['max_divergences'] == 5 and kw['options'] == vars(args)
+    settings = settings_of(args, ck)
+    assert settings.resume_lr is None and settings.checkpoint_path.endswith('runs/old/checkpoint.npz')
+    assert settings.max_divergences == 5 and settings.divergence_factor == 8.0
 
     args, ck = parse_args(parser(), ['--resume', path, '--lr', '20', '--gpu'])
-    assert args.gpu is True and checkpoint_options(args, ck)['resume_lr'] == 20.0     # explicit, even if equal
+    assert args.gpu is True and settings_of(args, ck).resume_lr == 20.0     # explicit, even if equal
 
 
 def test_without_resume_parse_args_is_parse_args():
     args, ck = parse_args(parser(), ['--lr', '3'])
     assert ck is None and vars(args) == vars(parser().parse_args(['--lr', '3']))
-    assert checkpoint_options(args, None)['resume_lr'] is None
+    assert settings_of(args, None).resume_lr is None
 
 
 def test_argument_errors_are_one_line(capsys):

@@ -6,6 +6,7 @@ import pytest
 
 from common.errors import DataError
 from common.optimizer import SGD, Adam
+from common.parts import CtrlC, DivergenceWatch, ProgressBar
 from common.trainer import RnnlmTrainer
 from common.util import clip_grads, eval_perplexity, window_indices
 from ch_gru.rnnlm import Rnnlm
@@ -190,7 +191,7 @@ def test_non_finite_loss_is_found_at_the_next_report_without_per_iteration_reads
     HostReads.reads = 0
     trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=5)
-    assert trainer.diverged_at == 11            # reports at iterations 1, 6, 11: seen at 11
+    assert trainer.stopped == ('diverged', 11)  # reports at iterations 1, 6, 11: seen at 11
     assert HostReads.reads == 3                 # one read per report, none in between
     assert trainer.current_epoch == 0 and trainer.epoch_ppl is None
     assert capsys.readouterr().out.splitlines()[-1] == ('| epoch 1 | iter 11 / 20 | non-finite loss or gradient '
@@ -201,19 +202,19 @@ def test_non_finite_loss_is_found_at_the_next_report_without_per_iteration_reads
     losses[7], losses[18] = 1.0, float('inf')
     trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
-    assert trainer.diverged_at == 20 and HostReads.reads == 1      # at the end of the epoch
+    assert trainer.stopped == ('diverged', 20) and HostReads.reads == 1      # at the end of the epoch
 
     capsys.readouterr()
-    trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
-    trainer.report_divergence = False           # the epoch loop says what it does about it instead
+    # the epoch loop says what it does about it instead
+    trainer = RnnlmTrainer(Scripted(losses), SGD(0.1), parts=[DivergenceWatch(say=False)])
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
-    assert trainer.diverged_at == 20 and capsys.readouterr().out == ''
+    assert trainer.stopped == ('diverged', 20) and capsys.readouterr().out == ''
 
     HostReads.reads = 0
     losses[18] = 1.0
     trainer = RnnlmTrainer(Scripted(losses), SGD(0.1))
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
-    assert trainer.diverged_at is None and trainer.current_epoch == 1 and HostReads.reads == 1
+    assert trainer.stopped is None and trainer.current_epoch == 1 and HostReads.reads == 1
     assert trainer.epoch_ppl == pytest.approx(math.e)
 
 
@@ -227,7 +228,7 @@ def test_non_finite_gradient_norm_is_found():
     with np.errstate(invalid='ignore'):
         trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, max_grad=1.0,
                     eval_interval=3)
-    assert trainer.diverged_at == 4             # reports at iterations 1, 4: seen at 4
+    assert trainer.stopped == ('diverged', 4)   # reports at iterations 1, 4: seen at 4
 
 
 class StopAfter(SGD):
@@ -235,13 +236,16 @@ class StopAfter(SGD):
 
     def __init__(self, lr, n):
         super().__init__(lr)
-        self.n, self.trainer = n, None
+        self.n, self.ctrl_c = n, CtrlC()
 
     def update(self, params, grads):
         super().update(params, grads)
         self.n -= 1
         if self.n == 0:
-            self.trainer.stop_requested = True
+            self.ctrl_c.handler(None, None)
+
+    def trainer(self, model):
+        return RnnlmTrainer(model, self, parts=[ProgressBar(), DivergenceWatch(), self.ctrl_c])
 
 
 def test_stop_then_start_mid_epoch_equals_an_uninterrupted_epoch():
@@ -257,26 +261,26 @@ def test_stop_then_start_mid_epoch_equals_an_uninterrupted_epoch():
     whole.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=5, max_grad=1.0, eval_interval=0)
 
     opt = StopAfter(1.0, 7)
-    parts = RnnlmTrainer(model(), opt)
-    opt.trainer = parts
+    parts = opt.trainer(model())
     parts.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=5, max_grad=1.0, eval_interval=0)
-    assert parts.stopped_at == 7 and parts.current_epoch == 0 and parts.epoch_ppl is None
-    done_loss = float(parts.epoch_loss)
-    parts.stop_requested = False
-    parts.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=5, max_grad=1.0, eval_interval=0,
-              start_iter=7, start_loss=done_loss)
-    assert parts.stopped_at is None and parts.current_epoch == 1
+    assert parts.stopped == ('interrupt', 7) and parts.current_epoch == 0 and parts.epoch_ppl is None
+    done_loss = float(parts.epoch_total)
+    opt.ctrl_c.requested = False
+    parts.start = (7, done_loss)
+    parts.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=5, max_grad=1.0, eval_interval=0)
+    assert parts.stopped is None and parts.current_epoch == 1
     for p, q in zip(whole.model.params, parts.model.params):
         np.testing.assert_array_equal(p, q)
     assert parts.epoch_ppl == whole.epoch_ppl
 
 
 def test_stop_on_the_last_iteration_completes_the_epoch():
-    trainer = RnnlmTrainer(Recorder(1.0), SGD(0.1))
-    trainer.stop_requested = True
+    ctrl_c = CtrlC()
+    trainer = RnnlmTrainer(Recorder(1.0), SGD(0.1), parts=[ctrl_c])
+    ctrl_c.requested = True
     corpus = np.arange(21)
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=10, eval_interval=0)
-    assert trainer.stopped_at is None and trainer.current_epoch == 1      # one iteration: nothing cut
+    assert trainer.stopped is None and trainer.current_epoch == 1      # one iteration: nothing cut
 
 
 def test_a_stop_after_a_non_finite_loss_reports_divergence_not_a_stop():
@@ -284,7 +288,6 @@ def test_a_stop_after_a_non_finite_loss_reports_divergence_not_a_stop():
     losses = [1.0] * 20
     losses[2] = float('nan')
     opt = StopAfter(0.1, 4)
-    trainer = RnnlmTrainer(Scripted(losses), opt)
-    opt.trainer = trainer
+    trainer = opt.trainer(Scripted(losses))
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
-    assert trainer.stopped_at is None and trainer.diverged_at == 4
+    assert trainer.stopped == ('diverged', 4)

@@ -10,6 +10,7 @@ from common import np as backend
 from common.checkpoint import load_checkpoint
 from common.errors import TrainingError
 from common.optimizer import SGD, Momentum
+from common.settings import TrainSettings
 from common.training import train_with_validation
 from ch_gru.rnnlm import Rnnlm
 
@@ -25,12 +26,12 @@ def model(dropout=0.0):
     return Rnnlm(V, 8, 8, num_layers=2, dropout_ratio=dropout)
 
 
-def train(tmp_path, m, opt, max_epoch, **kw):
+def train(tmp_path, m, opt, max_epoch, resume=None, **kw):
     kw.setdefault('checkpoint_path', str(tmp_path / 'checkpoint.npz'))
     kw.setdefault('max_grad', 1.0)
-    return train_with_validation(m, opt, CORPUS, CORPUS[:301], CORPUS[:301], max_epoch=max_epoch, batch_size=4,
-                                 time_size=10, eval_interval=0, out_dir=str(tmp_path),
-                                 eval_batch_size=3, save_path=str(tmp_path / 'best.npz'), vocab=VOCAB, **kw)
+    settings = TrainSettings(max_epoch=max_epoch, batch_size=4, time_size=10, eval_interval=0, out_dir=str(tmp_path),
+                             eval_batch_size=3, save_path=str(tmp_path / 'best.npz'), **kw)
+    return train_with_validation(m, opt, (CORPUS, CORPUS[:301], CORPUS[:301]), settings, resume=resume, vocab=VOCAB)
 
 
 def events(tmp_path, kind):

@@ -1,4 +1,4 @@
-"""The trainer's time budget and per-iteration callback, validation inside an
+"""The trainer's time budget and per-iteration parts, validation inside an
 epoch, and the extra metadata of saved parameters. Time is a fake clock here:
 nothing in these tests depends on the machine's speed."""
 import json
@@ -10,6 +10,8 @@ import common.trainer as trainer_module
 from ch_gru.rnnlm import Rnnlm, load_model
 from common.fileio import load_npz
 from common.optimizer import SGD, Adam
+from common.parts import Part, TimeBudget
+from common.settings import TrainSettings
 from common.trainer import RnnlmTrainer
 from common.training import train_with_validation
 
@@ -49,32 +51,31 @@ def clock(monkeypatch):
 @pytest.mark.parametrize('budget,iters', [(5.0, 5), (5.5, 5), (6.0, 6), (0.5, 1)])
 def test_no_iteration_starts_that_would_end_past_the_budget(clock, budget, iters):
     model = SlowModel(clock)
-    trainer = RnnlmTrainer(model, SGD(0.1))
+    trainer = RnnlmTrainer(model, SGD(0.1), parts=[TimeBudget(budget)])
     corpus = np.arange(1000)
-    trainer.fit(corpus[:-1], corpus[1:], max_epoch=3, batch_size=2, time_size=5, eval_interval=0,
-                max_seconds=budget)
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=3, batch_size=2, time_size=5, eval_interval=0)
     assert model.calls == iters and trainer.total_iters == iters
     assert trainer.train_seconds == pytest.approx(iters)
-    assert trainer.stopped_early and trainer.current_epoch == 1
-    assert trainer.epoch_iters_done == iters
+    assert trainer.stopped == ('time', iters) and trainer.current_epoch == 1
+    assert trainer.done == iters
 
 
-def test_callback_sees_every_iteration_and_its_time_is_not_training_time(clock):
+def test_a_part_sees_every_iteration_and_its_time_is_not_training_time(clock):
     model = SlowModel(clock)
-    trainer = RnnlmTrainer(model, SGD(0.1))
     seen = []
 
-    def callback(tr, loss):
-        seen.append((tr.total_iters, float(loss)))
-        clock.now += 10.0                  # e.g. a validation run
+    class Slow(Part):
+        def iteration(self, tr):
+            seen.append((tr.total_iters, float(tr.loss)))
+            clock.now += 10.0                  # e.g. a validation run
 
+    trainer = RnnlmTrainer(model, SGD(0.1), parts=[Slow()])
     corpus = np.arange(101)
-    trainer.fit(corpus[:-1], corpus[1:], max_epoch=2, batch_size=2, time_size=5, eval_interval=0,
-                callback=callback)
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=2, batch_size=2, time_size=5, eval_interval=0)
     assert seen == [(i, 1.0) for i in range(1, 21)]            # 2 epochs x 10 iterations
     assert trainer.train_seconds == pytest.approx(20.0)
     assert trainer.tokens_per_sec == pytest.approx(10 * 2 * 5 / 10.0)
-    assert not trainer.stopped_early
+    assert trainer.stopped is None
 
 
 def small_run(tmp_path, name, lr_decay=4.0, **kwargs):
@@ -84,9 +85,9 @@ def small_run(tmp_path, name, lr_decay=4.0, **kwargs):
     model = Rnnlm(12, 8, 8, num_layers=2, dropout_ratio=0.0, tie_weights=False)
     out = tmp_path / name
     out.mkdir()
-    result = train_with_validation(model, Adam(0.01), corpus[:2401], corpus[2401:], None, max_epoch=2,
-                                   batch_size=4, time_size=10, max_grad=1.0, eval_interval=0, out_dir=str(out),
-                                   eval_batch_size=4, unit='char', lr_decay=lr_decay, **kwargs)
+    settings = TrainSettings(max_epoch=2, batch_size=4, time_size=10, max_grad=1.0, eval_interval=0,
+                             out_dir=str(out), eval_batch_size=4, unit='char', lr_decay=lr_decay, **kwargs)
+    result = train_with_validation(model, Adam(0.01), (corpus[:2401], corpus[2401:], None), settings)
     return model, result, [json.loads(line) for line in open(out / 'log.jsonl')]
 
 
