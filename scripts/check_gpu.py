@@ -257,22 +257,24 @@ def train_curve(cfg, iters, corpus, dtype='float32'):
     run in this process on the backend already chosen."""
     from common import np as backend
     from common.optimizer import SGD
+    from common.parts import Part
     from common.trainer import RnnlmTrainer
     from ch_gru.better_rnnlm import BetterRnnlm
     backend.seed(0)
     model = BetterRnnlm(cfg['vocab'], cfg['wordvec'], cfg['hidden'], dropout_ratio=0.0, dtype=dtype)
-    trainer = RnnlmTrainer(model, SGD(cfg['lr']))
-    xs, ts = corpus[:-1], corpus[1:]
-    n = cfg['batch'] * cfg['time'] * iters
     losses, seconds = [], []
 
-    def callback(tr, loss):
-        losses.append(loss)
-        seconds.append(time.perf_counter())
+    class Record(Part):
+        def iteration(self, trainer):
+            losses.append(trainer.loss)
+            seconds.append(time.perf_counter())
 
+    trainer = RnnlmTrainer(model, SGD(cfg['lr']), parts=[Record()])
+    xs, ts = corpus[:-1], corpus[1:]
+    n = cfg['batch'] * cfg['time'] * iters
     start = time.perf_counter()
     trainer.fit(xs[:n + 1], ts[:n + 1], max_epoch=1, batch_size=cfg['batch'], time_size=cfg['time'],
-                max_grad=cfg['max_grad'], eval_interval=0, callback=callback)
+                max_grad=cfg['max_grad'], eval_interval=0)
     backend.synchronize()
     total = time.perf_counter() - start
     losses = [float(v) for v in losses]
