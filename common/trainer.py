@@ -8,6 +8,7 @@ from common.np import *  # noqa: F401,F403
 from common import np as backend
 from common.errors import DataError
 from common.progress import progress, write
+from common.tying import merge_shared_params
 from common.util import clip_grads, window_indices
 
 
@@ -99,6 +100,7 @@ class RnnlmTrainer:
         loss (a backend scalar); its time counts neither in ``train_seconds``
         nor in tokens/s. ``start_iter``/``start_loss``: see the class docstring."""
         max_iters = self.epoch_iters(xs, ts, batch_size, time_size)
+        merge_shared_params(self.model)      # a weight the book's models list twice (W, W.T): once
         xs, ts = backend.asarray(xs), backend.asarray(ts)   # one host-to-device copy per fit
         self.time_idx = start_iter * time_size
         self.ppl_list = []

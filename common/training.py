@@ -46,6 +46,7 @@ from common.np import np
 from common.errors import ConfigError, DataError, TrainingError, UserError
 from common.plotting import line_plot
 from common.trainer import RnnlmTrainer, describe_ppl
+from common.tying import merge_shared_params
 from common.util import eval_perplexity
 
 
@@ -99,6 +100,7 @@ def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, ba
         if path:
             check_output_dir(os.path.dirname(os.path.abspath(path)), flag)
     data = dict(corpus_fingerprint(train), batch_size=batch_size, time_size=time_size)
+    merge_shared_params(model)          # before any snapshot or checkpoint lists the parameters
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
     if evaluate is None:
