@@ -17,6 +17,7 @@ from common.np import *  # noqa: F401,F403
 from common import np as backend
 from common.errors import DataError
 from common.progress import write
+from common.tying import merge_shared_params
 from common.util import clip_grads, window_indices
 
 #: Why and where ``fit`` ended early: reason ('interrupt', 'diverged', 'time', or a part's own)
@@ -87,6 +88,7 @@ class RnnlmTrainer:
         ``| epoch 1 | iter 21 / 1327 | time 12[s] | perplexity 812.33 | 1234 tok/s``.
         A part ends training early with :meth:`stop`."""
         self.max_iters = self.epoch_iters(xs, ts, batch_size, time_size)
+        merge_shared_params(self.model)      # a weight the book's models list twice (W, W.T): once
         xs, ts = backend.asarray(xs), backend.asarray(ts)   # one host-to-device copy per fit
         self.tokens, self.eval_interval, self.ppl_list = batch_size * time_size, eval_interval, []
         self.start_time, self.stopped = time.time(), None

@@ -45,6 +45,7 @@ from common.errors import DataError, TrainingError, UserError
 from common.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, ProgressBar, TimeBudget, ValidEvery
 from common.plotting import plot_history
 from common.trainer import RnnlmTrainer, describe_ppl
+from common.tying import merge_shared_params
 from common.util import eval_perplexity
 
 #: The three corpora of a run (1-D id arrays; ``test`` may be None).
@@ -74,6 +75,7 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
         if corpus is not None:
             check_corpus(corpus, name, vocab_size, s.eval_batch_size, s.time_size, '--eval-batch-size')
     data = dict(corpus_fingerprint(corpora.train), batch_size=s.batch_size, time_size=s.time_size)
+    merge_shared_params(model)          # before any snapshot or checkpoint lists the parameters
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
     evaluate = evaluate or functools.partial(eval_perplexity, batch_size=s.eval_batch_size, time_size=s.time_size)
