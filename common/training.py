@@ -90,10 +90,11 @@ def train_with_validation(model, optimizer, train, valid, test, *, max_epoch, ba
                     divergence_factor=divergence_factor, max_divergences=max_divergences)
     check_training_options(optimizer.lr if resume_lr is None else resume_lr, **settings)
     vocab_size = getattr(model, 'config', {}).get('vocab_size')
-    check_corpus(train, 'training corpus', vocab_size, batch_size, time_size, '--batch-size')
+    sentences = getattr(trainer, 'sentence_mode', False)
+    check_corpus(train, 'training corpus', vocab_size, batch_size, time_size, '--batch-size', sentences)
     for corpus, name in ((valid, 'validation corpus'), (test, 'test corpus')):
         if corpus is not None:
-            check_corpus(corpus, name, vocab_size, eval_batch_size, time_size, '--eval-batch-size')
+            check_corpus(corpus, name, vocab_size, eval_batch_size, time_size, '--eval-batch-size', sentences)
     check_output_dir(out_dir)
     for path, flag in ((save_path, '--save'), (checkpoint_path, '--checkpoint')):
         if path:
@@ -366,15 +367,19 @@ def check_training_options(lr, *, max_epoch, batch_size, time_size, max_grad, ev
         raise ConfigError(f"divergence_factor must be a number greater than 1, got {divergence_factor!r}")
 
 
-def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag):
+def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag, sentences=False):
     """Raise :class:`DataError` unless ``corpus`` is a 1-D array of ids in
     [0, vocab_size) long enough for one (batch_size, time_size) batch plus
-    the target of its last token. One pass over the corpus, once per run."""
-    need = batch_size * time_size + 1
+    the target of its last token; in sentence mode (``sentences``: batches
+    are padded groups of whole sentences, of any size) for one sentence
+    ``<bos> … <eos>``. One pass over the corpus, once per run."""
+    need = 2 if sentences else batch_size * time_size + 1
     if getattr(corpus, 'ndim', None) != 1 or not numpy.issubdtype(corpus.dtype, numpy.integer):
         raise DataError(f"the {name} must be a 1-D array of integer token ids, got "
                         f"{getattr(corpus, 'dtype', type(corpus).__name__)} of shape {getattr(corpus, 'shape', '?')}: "
                         f"encode the text first (e.g. dataset.ptb.encode)")
+    if len(corpus) < need and sentences:
+        raise DataError(f"the {name} has no sentence ({len(corpus)} tokens): give it at least one non-empty line")
     if len(corpus) == 0:
         raise DataError(f"the {name} is empty: give a corpus with at least {need} tokens")
     if len(corpus) < need:
