@@ -3,12 +3,15 @@
 Every file the framework writes goes through :func:`atomic_file`: the data
 goes to a temporary file in the same directory, is flushed to disk, and only
 then renamed over the target, so a crash mid-write leaves the old file whole.
+The file gets the permissions a plain ``open(path, 'w')`` would give it: those
+of the file it replaces, or ``0o666`` less the process umask for a new one.
 Archives are plain ``.npz`` read with ``allow_pickle=False`` plus one JSON
 string of metadata; loading one can never execute code.
 """
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import zipfile
 
@@ -31,6 +34,7 @@ def atomic_file(path, mode='wb'):
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}: choose a writable directory") from None
     try:
         with os.fdopen(fd, mode) as f:
+            os.chmod(tmp, _plain_write_mode(path))   # mkstemp made it 0600
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -45,6 +49,30 @@ def atomic_file(path, mode='wb'):
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _plain_write_mode(path):
+    """The mode ``open(path, 'w')`` leaves ``path`` with: an existing file
+    keeps its own, a new one gets 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask():
+    """The process umask. Read from /proc where it is shown (setting it to
+    read it back would race with other threads creating files)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_npz(path, arrays, meta):

@@ -125,36 +125,79 @@ def scatter_add(a, indices, values):
 
 
 # -- random numbers for dropout ------------------------------------------------
+#
+# In the book, weights and dropout masks both come from NumPy's global
+# generator, so ``np.random.seed(s)`` before building a model fixes a whole
+# run. Masks here come from a faster generator on the backend (PCG64 on NumPy,
+# CuPy's on the GPU), and to keep the book's rule it is seeded from NumPy's
+# global generator, lazily: at the first mask drawn after the global generator
+# moved (seeded, or drawn from, e.g. for initial weights). Which masks a run
+# draws is then a function of the global generator's seed alone.
 
-_rng = np.random.default_rng()
+_rng = None          # the backend generator; None until the first mask
+_host_mark = None    # NumPy's global state right after _rng was seeded from it
+
+
+def _host_state():
+    _, key, pos, has_gauss, gauss = numpy.random.get_state()
+    return key, int(pos), int(has_gauss), float(gauss)
+
+
+def _host_unmoved():
+    """Whether NumPy's global generator is where it was when ``_rng`` was
+    seeded from it (one state copy: ~30 us, against milliseconds per mask)."""
+    if _rng is None or _host_mark is None:
+        return False
+    key, *rest = _host_state()
+    return rest == list(_host_mark[1:]) and numpy.array_equal(key, _host_mark[0])
+
+
+def _generator():
+    global _rng, _host_mark
+    if not _host_unmoved():
+        _rng = np.random.default_rng(int(numpy.random.randint(0, 2**64, dtype=numpy.uint64)))
+        _host_mark = _host_state()
+    return _rng
 
 
 def seed(value):
-    """Seed the host generator (``numpy.random``, used for initial weights)
-    and the backend generator that draws dropout masks."""
-    global _rng
+    """Seed NumPy's global generator (initial weights, sentence order); the
+    dropout generator follows it at its next use. The same as
+    ``numpy.random.seed(value)``, kept for code that calls it."""
+    global _rng, _host_mark
     numpy.random.seed(value)
-    _rng = np.random.default_rng(value)
+    _rng = _host_mark = None
 
 
 def uniform(shape, dtype):
     """Uniform [0, 1) samples of ``dtype`` drawn on the backend."""
-    return _rng.random(shape, dtype=dtype)
+    return _generator().random(shape, dtype=dtype)
 
 
 def get_rng_state():
-    """The generators' state as plain JSON-able data. On CuPy the backend part
-    is ``None``: its generators cannot be serialised."""
+    """The generators' state as plain JSON-able data: NumPy's global one
+    (``host``), the dropout generator's (``backend``; ``None`` before its
+    first use and on CuPy, whose generators cannot be serialised), and
+    whether that one is still current (``backend_current``: false when the
+    next mask seeds it anew from ``host``)."""
     _, key, pos, has_gauss, gauss = numpy.random.get_state()
     host = {'key': key.tolist(), 'pos': int(pos), 'has_gauss': int(has_gauss), 'gauss': float(gauss)}
-    backend = None if GPU else _rng.bit_generator.state
-    return {'host': host, 'backend': backend}
+    backend = None if GPU or _rng is None else _rng.bit_generator.state
+    return {'host': host, 'backend': backend, 'backend_current': _host_unmoved()}
 
 
 def set_rng_state(state):
-    """Restore what :func:`get_rng_state` returned."""
+    """Restore what :func:`get_rng_state` returned: the next mask is the one
+    the saved run would have drawn (on CuPy only when the saved dropout
+    generator was not current; otherwise the current one goes on)."""
+    global _rng, _host_mark
     h = state['host']
     numpy.random.set_state(('MT19937', numpy.asarray(h['key'], dtype=numpy.uint32), h['pos'],
                             h['has_gauss'], h['gauss']))
-    if state.get('backend') is not None and not GPU:
-        _rng.bit_generator.state = state['backend']
+    if not GPU:
+        _rng = None
+        if state.get('backend') is not None:
+            _rng = np.random.default_rng()
+            _rng.bit_generator.state = state['backend']
+    current = state.get('backend_current', True)      # older checkpoints: always current
+    _host_mark = _host_state() if current and _rng is not None else None

@@ -82,6 +82,8 @@ class SentenceTrainer(RnnlmTrainer):
     real tokens), tokens/s counts batch_size × time_size per window.
     """
 
+    sentence_mode = True    # a corpus needs one sentence, not batch_size x time_size tokens
+
     def __init__(self, model, optimizer, bos_id):
         super().__init__(model, optimizer)
         self.bos_id = bos_id

@@ -70,10 +70,13 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     s, corpora = settings, Corpora(*corpora)
     s.check(optimizer.lr if s.resume_lr is None else s.resume_lr)
     vocab_size = getattr(model, 'config', {}).get('vocab_size')
-    check_corpus(corpora.train, 'training corpus', vocab_size, s.batch_size, s.time_size, '--batch-size')
+    sentences = getattr(trainer, 'sentence_mode', False)
+    check_corpus(corpora.train, 'training corpus', vocab_size, s.batch_size, s.time_size, '--batch-size',
+                 sentences)
     for corpus, name in ((corpora.valid, 'validation corpus'), (corpora.test, 'test corpus')):
         if corpus is not None:
-            check_corpus(corpus, name, vocab_size, s.eval_batch_size, s.time_size, '--eval-batch-size')
+            check_corpus(corpus, name, vocab_size, s.eval_batch_size, s.time_size, '--eval-batch-size',
+                         sentences)
     data = dict(corpus_fingerprint(corpora.train), batch_size=s.batch_size, time_size=s.time_size)
     merge_shared_params(model)          # before any snapshot or checkpoint lists the parameters
     if resume is not None:
@@ -319,15 +322,19 @@ class Checkpoints:
         return state, best_params
 
 
-def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag):
+def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag, sentences=False):
     """Raise :class:`DataError` unless ``corpus`` is a 1-D array of ids in
     [0, vocab_size) long enough for one (batch_size, time_size) batch plus
-    the target of its last token. One pass over the corpus, once per run."""
-    need = batch_size * time_size + 1
+    the target of its last token; in sentence mode (``sentences``: batches
+    are padded groups of whole sentences, of any size) for one sentence
+    ``<bos> … <eos>``. One pass over the corpus, once per run."""
+    need = 2 if sentences else batch_size * time_size + 1
     if getattr(corpus, 'ndim', None) != 1 or not numpy.issubdtype(corpus.dtype, numpy.integer):
         raise DataError(f"the {name} must be a 1-D array of integer token ids, got "
                         f"{getattr(corpus, 'dtype', type(corpus).__name__)} of shape {getattr(corpus, 'shape', '?')}: "
                         f"encode the text first (e.g. dataset.ptb.encode)")
+    if len(corpus) < need and sentences:
+        raise DataError(f"the {name} has no sentence ({len(corpus)} tokens): give it at least one non-empty line")
     if len(corpus) == 0:
         raise DataError(f"the {name} is empty: give a corpus with at least {need} tokens")
     if len(corpus) < need:

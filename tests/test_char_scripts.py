@@ -187,3 +187,30 @@ def test_generation_from_a_word_model_file(tmp_path):
     assert len(stop.stdout.splitlines()) == 3
     bad = run_script(GENERATE, path, '--prime', 'the dog')
     assert bad.returncode == 2 and "not in the model's vocabulary ('dog')" in bad.stderr
+
+
+def test_a_small_file_of_sentences_at_default_sizes(shared_data, tmp_path):
+    """The hackathon's case: 60 lines of sentences, --sentences --optimizer
+    adagrad and every size at its default. Each split is far shorter than
+    --batch-size 64 x --time-size 64 tokens, which only continuous text
+    needs: the run trains, reports and samples sentences."""
+    with open(os.path.join(shared_data, 'ptb', 'ptb.valid.txt')) as f:
+        lines = [' '.join(line.split()[:6]) for _, line in zip(range(60), f)]
+    corpus = tmp_path / 'sentences.txt'
+    corpus.write_text('\n'.join(lines) + '\n')
+    out = tmp_path / 'run'
+    r = run_script(TRAIN, '--corpus', str(corpus), '--sentences', '--optimizer', 'adagrad', '--max-epoch', '2',
+                   '--seed', '1', '--out-dir', str(out))
+    assert r.returncode == 0, r.stderr
+    lines_out = r.stdout.splitlines()
+    counts = lines_out[0].split(' by lines: ')[1].split(' tokens')[0].split(' / ')
+    assert [int(c) < 64 * 64 + 1 for c in counts] == [True] * 3 and int(counts[2]) < 32 * 64 + 1
+    assert 'hidden_size=256' in lines_out[1]
+    epochs = [line for line in lines_out if line.startswith('| epoch') and 'valid loss' in line]
+    assert len(epochs) == 2
+    assert any(line.startswith('| end |') and 'test loss' in line for line in lines_out)
+    sample = lines_out[lines_out.index('-- sample (300 tokens, temperature 0.8):') + 1:]
+    assert len(sample) == 1 and sample[0] and '<eos>' not in sample[0]   # one sentence, ended at <eos>
+    g = run_script(GENERATE, str(out / 'CharRnnlm.npz'), '--samples', '3', '--length', '100', '--seed', '2')
+    assert g.returncode == 0, g.stderr
+    assert len(g.stdout.splitlines()) == 3

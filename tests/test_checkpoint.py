@@ -264,3 +264,39 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_whole(tmp_path, mo
     assert os.listdir(tmp_path) == ['c.npz']                    # no temporary file left behind
     monkeypatch.undo()
     assert isinstance(load_checkpoint(path), Checkpoint)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test."""
+    old = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize('mask', [0o022, 0o002, 0o077], ids=lambda m: f'umask{m:03o}')
+def test_files_get_the_permissions_of_a_plain_write(tmp_path, umask, mask):
+    umask(mask)
+    model, optimizer = trained()
+    written = [model.save_params(str(tmp_path / 'model.npz')), write(tmp_path / 'run' / 'checkpoint.npz', model,
+                                                                     optimizer)]
+    with fileio.atomic_file(tmp_path / 'cache' / 'vocab.txt', 'w') as f:
+        f.write('a\n')
+    written.append(tmp_path / 'cache' / 'vocab.txt')
+    with open(tmp_path / 'plain', 'w') as f:
+        f.write('a\n')
+    expected = 0o666 & ~mask
+    assert os.stat(tmp_path / 'plain').st_mode & 0o777 == expected
+    for path in written:
+        assert os.stat(path).st_mode & 0o777 == expected, path
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path, umask):
+    umask(0o022)
+    model, _ = trained()
+    path = model.save_params(str(tmp_path / 'model.npz'))
+    os.chmod(path, 0o660)
+    model.save_params(path)
+    assert os.stat(path).st_mode & 0o777 == 0o660

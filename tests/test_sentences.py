@@ -160,3 +160,18 @@ def test_fit_resets_the_state_before_every_group_and_shuffles_groups():
     epochs = [first_rows[k * 4:(k + 1) * 4] for k in range(3)]
     assert all(sorted(e) == sorted(epochs[0]) for e in epochs)
     assert len(set(map(tuple, epochs))) > 1               # the group order changes between epochs
+
+
+def test_a_split_needs_one_sentence_not_batch_times_time_tokens():
+    """The length rule of continuous text (batch_size x time_size + 1 tokens)
+    does not apply to sentence corpora: padded groups take any size."""
+    from common.training import check_corpus
+    corpus, vocab = corpus_and_vocab()
+    one = corpus[:len(LINES[0]) + 2]                  # <bos> to be or not <eos>
+    check_corpus(one, 'test corpus', len(vocab), 32, 64, '--eval-batch-size', sentences=True)
+    with pytest.raises(DataError, match='needs at least 2049'):
+        check_corpus(one, 'test corpus', len(vocab), 32, 64, '--eval-batch-size')
+    for short in (one[:0], one[:1]):
+        with pytest.raises(DataError, match='the test corpus has no sentence'):
+            check_corpus(short, 'test corpus', len(vocab), 32, 64, '--eval-batch-size', sentences=True)
+    assert SentenceTrainer.sentence_mode
