@@ -15,3 +15,11 @@ _TRUE = ('1', 'true', 'yes', 'on')
 
 #: Run on CUDA through CuPy. Defaults to the environment variable DLFS_GPU.
 GPU = os.environ.get('DLFS_GPU', '').strip().lower() in _TRUE
+
+#: On CuPy, sum repeated ids of the embedding gradient in a fixed order (a
+#: product with a one-hot matrix of the batch's distinct ids) instead of
+#: ``cupy.add.at``'s float atomic adds, whose order varies from run to run.
+#: Costs an (ids in the batch) x (distinct ids) matrix. Read at the first
+#: ``import common.np``, like GPU; defaults to the environment variable
+#: DLFS_DETERMINISTIC. The NumPy path is deterministic either way.
+DETERMINISTIC = os.environ.get('DLFS_DETERMINISTIC', '').strip().lower() in _TRUE

@@ -108,8 +108,21 @@ def _scatter_add_sorted(a, indices, values):
     a.reshape(len(a), -1)[idx[starts]] += numpy.add.reduceat(values[order], starts, axis=0)
 
 
+def _scatter_add_onehot(a, indices, values):
+    """Deterministic on any backend: the rows of each distinct id summed by
+    one matrix product, ``a[u] += onehot(u, indices) @ values``, with u the
+    distinct ids (sorted), so no two additions race for one row."""
+    indices = indices.ravel()
+    values = values.reshape(len(indices), -1)
+    u, inverse = np.unique(indices, return_inverse=True)
+    onehot = (np.arange(len(u))[:, None] == inverse.ravel()[None, :]).astype(values.dtype)
+    a.reshape(len(a), -1)[u] += onehot @ values
+
+
 if not GPU:
     _add_at = _scatter_add_sorted
+elif config.DETERMINISTIC:
+    _add_at = _scatter_add_onehot
 elif hasattr(np.add, 'at'):
     _add_at = np.add.at
 else:  # CuPy before ufunc.at existed

@@ -114,3 +114,23 @@ def test_missing_cuda_libraries_are_a_one_line_error(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.count('\n') == 1 and 'cupy-cuda12x[ctk]' in r.stderr and 'libcublas' in r.stderr
     assert 'Traceback' not in r.stderr
+
+
+def test_deterministic_embedding_gradient_on_the_gpu_path():
+    """DLFS_DETERMINISTIC=1 swaps cupy.add.at (float atomics) for a one-hot
+    product; both give the NumPy path's sums, the product also with ids
+    repeated many times and missing ones."""
+    code = r'''
+import json, numpy
+from common import np as backend
+rng = numpy.random.default_rng(0)
+ids = rng.integers(0, 9, (6, 7)); ids[0, :] = 4
+values = rng.standard_normal((6, 7, 5)).astype('float32')
+a = backend.asarray(numpy.ones((12, 5), 'float32'))
+backend.scatter_add(a, backend.asarray(ids), backend.asarray(values))
+ref = numpy.ones((12, 5), 'float32'); numpy.add.at(ref, ids, values)
+print(json.dumps({'fn': backend._add_at.__name__, 'err': float(abs(backend.asnumpy(a) - ref).max())}))
+'''
+    for env, onehot in (({}, False), ({'DLFS_DETERMINISTIC': '1'}, True)):
+        out = json.loads(run_fake(code, **env).stdout.strip().splitlines()[-1])
+        assert (out['fn'] == '_scatter_add_onehot') == onehot and out['err'] < 1e-5, out
