@@ -132,7 +132,7 @@ class EpochLoop:
         trainer.unit = s.unit
         self.state, self.best_params = TrainingState(), None
         self.checkpoints = Checkpoints(s, record, comm)
-        self.plot_path = os.path.join(out, 'perplexity.png') if root else None
+        self.plot_path = os.path.join(out, 'perplexity.png')
         self.started, self.elapsed_before = time.time(), 0.0
         self.unsaved = False
 
@@ -232,7 +232,7 @@ class EpochLoop:
         self.log.write(event='epoch', epoch=st.epoch, train_ppl=trainer.epoch_ppl, valid_ppl=valid_ppl, lr=lr,
                        elapsed_s=elapsed, tokens_per_sec=trainer.tokens_per_sec,
                        train_seconds=trainer.train_seconds, iters=trainer.done, partial=partial)
-        if self.plot_path:
+        if self.comm.is_root:
             plot_history(st.history, self.plot_path, unit)
 
     def diverged(self, good, problem):
@@ -297,8 +297,8 @@ class EpochLoop:
                        elapsed_s=self.elapsed(), train_seconds=trainer.train_seconds, iters=trainer.total_iters,
                        interrupted=interrupted)
         return {'history': st.history, 'best_valid_ppl': st.best_valid_ppl, 'test_ppl': test_ppl,
-                'plot': self.plot_path, 'log': self.log.path, 'interrupted': interrupted,
-                'checkpoint': self.s.checkpoint_path, 'train_seconds': trainer.train_seconds,
+                'plot': self.plot_path, 'log': os.path.join(self.s.out_dir, 'log.jsonl'),
+                'interrupted': interrupted, 'checkpoint': self.s.checkpoint_path, 'train_seconds': trainer.train_seconds,
                 'curve': self.valid_every.points if self.valid_every else None}
 
 class Checkpoints:

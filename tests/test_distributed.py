@@ -201,6 +201,34 @@ def wait_for(condition, job, timeout=60):
         time.sleep(0.05)
 
 
+CHAR_SCRIPT = os.path.join(ROOT, 'scripts', 'train_char_rnnlm.py')
+
+
+def char_args(tmp_path):
+    text = tmp_path / 'tiny.txt'
+    text.write_text(''.join(f'line {i}: the quick brown fox jumps over the lazy dog\n' for i in range(200)))
+    return ['--corpus', str(text), '--embed-size', '8', '--hidden-size', '8', '--batch-size', '4', '--time-size',
+            '8', '--eval-batch-size', '2', '--max-epoch', '1', '--eval-interval', '0', '--sample', '20',
+            '--dropout', '0.2', '--seed', '1', '--out-dir', str(tmp_path / 'out')]
+
+
+@needs_mpi
+def test_the_char_script_runs_on_two_processes_and_rank_0_alone_writes(tmp_path):
+    r = ok(launch(2, *char_args(tmp_path), program=CHAR_SCRIPT))
+    assert r.stdout.count('| end |') == 1 and r.stdout.count('-- sample') == 1
+    assert 'data-parallel: 2 processes over MPI' in r.stdout
+    with open(tmp_path / 'out' / 'log.jsonl') as f:
+        assert [json.loads(line)['event'] for line in f] == ['start', 'epoch', 'end']     # written once
+
+
+@needs_mpi
+def test_sentence_mode_on_two_processes_is_one_line(tmp_path):
+    r = launch(2, *char_args(tmp_path), '--sentences', program=CHAR_SCRIPT)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ('error: --sentences does not run on several processes (its batches vary in size): '
+                                'run it as one process, without mpiexec')
+
+
 # -- bad input --------------------------------------------------------------------------
 
 
