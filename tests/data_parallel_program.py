@@ -39,7 +39,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     import common.np as backend
     from ch_gru.rnnlm import Rnnlm
-    from common.optimizer import Adam
+    from common.optimizer import SGD
     from common import data_parallel, util
     from common.parts import CtrlC
     from common.training import train_with_validation
@@ -48,7 +48,7 @@ def main(argv=None):
         print(f'data-parallel: {comm.describe()}', flush=True)
     backend.seed(3)
     model = Rnnlm(40, 8, 8, num_layers=2, dropout_ratio=args.dropout)
-    optimizer = Adam(0.01)
+    optimizer = SGD(1.0)
     s = TrainSettings(max_epoch=args.epochs, batch_size=4, time_size=5, max_grad=1.0, eval_interval=0,
                       eval_batch_size=4, out_dir=args.out, save_path=os.path.join(args.out, 'model.npz'),
                       checkpoint_path=os.path.join(args.out, 'checkpoint.npz'))
