@@ -40,10 +40,10 @@ import time
 
 from common.errors import BackendError, ConfigError
 
-#: Environment variables by which MPI launchers tell a process its rank and the job's size
-#: (MPICH/Hydra and Intel MPI, Open MPI, Slurm's PMI).
-SIZE_VARS = ('PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'MPI_LOCALNRANKS', 'PMIX_SIZE')
-RANK_VARS = ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'PMIX_RANK')
+#: Environment variables by which MPI launchers tell a process the job's size and its rank
+#: (MPICH/Hydra, Intel MPI and Slurm's PMI; Open MPI; MVAPICH).
+SIZE_VARS = ('PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'MV2_COMM_WORLD_SIZE')
+RANK_VARS = ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'MV2_COMM_WORLD_RANK')
 MPI_INSTALL_HINT = "pip install mpi4py mpich (or pip install -e '.[mpi]')"
 
 
@@ -104,6 +104,18 @@ def world():
     return _world
 
 
+def mpi_timeout():
+    """``DLFS_MPI_TIMEOUT``: seconds a collective may wait before the job is ended (default 300)."""
+    text = os.environ.get('DLFS_MPI_TIMEOUT', '300')
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"DLFS_MPI_TIMEOUT={text!r} is not a positive number of seconds: e.g. 300")
+    return value
+
+
 def _import_mpi():
     size = launched_size()
     try:
@@ -134,7 +146,7 @@ class MpiCommunicator:
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         self.exit_comm = self.comm.Dup()     # for exit_together: never mixed with a pending collective
         self.places = self.comm.allgather((os.getpid(), socket.gethostname()))
-        self.timeout = float(os.environ.get('DLFS_MPI_TIMEOUT', 300))
+        self.timeout = mpi_timeout()
         self.waiting_since = self.waiting_for = None
         self.gpus = None                     # NcclCollectives once connect_gpus ran
         threading.Thread(target=self._watchdog, daemon=True).start()

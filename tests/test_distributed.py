@@ -36,7 +36,7 @@ needs_mpi = pytest.mark.skipif(not _have_mpi() and not IN_CI, reason='mpi4py or 
 def env(**extra):
     e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''), MPLBACKEND='Agg',
              OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
-    for name in ('DLFS_GPU', 'PMI_SIZE', 'PMI_RANK', 'OMPI_COMM_WORLD_SIZE', 'MPI_LOCALNRANKS', 'PMIX_SIZE'):
+    for name in ('DLFS_GPU', 'DLFS_MPI_TIMEOUT', 'PMI_SIZE', 'PMI_RANK', 'OMPI_COMM_WORLD_SIZE', 'MV2_COMM_WORLD_SIZE'):
         e.pop(name, None)
     e.update(extra)
     return e
@@ -273,10 +273,15 @@ def test_mpiexec_without_a_working_mpi4py_is_one_line(tmp_path, shared_data):
 
 def test_one_process_without_mpi_uses_the_single_process_communicator(monkeypatch):
     from common import distributed
+    from common.errors import ConfigError
     assert distributed.launched_size({}) == 1
     assert distributed.launched_size({'PMI_SIZE': '4'}) == 4
     assert distributed.launched_size({'OMPI_COMM_WORLD_SIZE': '3'}) == 3
+    assert distributed.launched_size({'MPI_LOCALNRANKS': '2'}) == 1          # a node's count, not the job's
     assert distributed.launched_rank({'OMPI_COMM_WORLD_RANK': '2'}) == 2
+    monkeypatch.setenv('DLFS_MPI_TIMEOUT', 'soon')
+    with pytest.raises(ConfigError, match="DLFS_MPI_TIMEOUT='soon' is not a positive number"):
+        distributed.mpi_timeout()
     monkeypatch.setattr(distributed, '_world', None)
     world = distributed.world()
     assert isinstance(world, distributed.SingleProcess) and world.is_root
