@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def worker(iters):
+def worker(iters, tiny):
     import numpy
     from common import distributed, np as backend
     from common.data_parallel import AllReduceGrads, AverageLoss, FollowRoot, split_rows
@@ -34,8 +34,9 @@ def worker(iters):
 
     comm = distributed.world()
     backend.seed(0)
-    model = BetterRnnlm(10000, 650, 650, 0.5)
-    corpus = numpy.random.randint(0, 10000, 20 * 35 * iters + 1)
+    vocab, size = (100, 16) if tiny else (10000, 650)
+    model = BetterRnnlm(vocab, size, size, 0.5)
+    corpus = numpy.random.randint(0, vocab, 20 * 35 * iters + 1)
     reduce_seconds = []
 
     class TimedAllReduce(AllReduceGrads):
@@ -94,11 +95,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--iters', type=int, default=8, help='timed iterations per run')
     p.add_argument('--json', help='write the figures here')
+    p.add_argument('--tiny', action='store_true', help='a toy model (checks the script runs; no figures)')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.iters)
-    me = [sys.executable, os.path.abspath(__file__), '--worker', '--iters', str(args.iters)]
+        return worker(args.iters, args.tiny)
+    me = [sys.executable, os.path.abspath(__file__), '--worker', '--iters', str(args.iters)] + ['--tiny'] * args.tiny
     load = os.getloadavg()
     one = run(me, 2)
     two = run(['mpiexec', '-n', '2'] + me, 1)

@@ -268,6 +268,16 @@ def test_mpiexec_without_a_working_mpi4py_is_one_line(tmp_path, shared_data):
         assert r.stderr.strip() == (expected if rank == '0' else '')
 
 
+@needs_mpi
+def test_the_benchmark_runs_one_and_two_processes(tmp_path):
+    out = tmp_path / 'bench.json'
+    ok(launch(0, '--tiny', '--iters', '2', '--json', out, program=os.path.join(ROOT, 'scripts', 'bench_mpi.py')))
+    result = json.loads(out.read_text())
+    assert result['one_process_2_threads']['processes'] == 1 and result['two_processes_1_thread']['processes'] == 2
+    two = result['two_processes_1_thread']
+    assert two['bytes'] == 4 * two['params'] and two['grad_step_s'] > 0 and two['allreduce_alone_s'] > 0
+
+
 # -- the pieces, in one process ----------------------------------------------------------
 
 
