@@ -252,6 +252,7 @@ class MpiCommunicator:
         try:
             sys.stdout.flush()
             print(f'error: rank {self.rank}: {message}', file=sys.stderr, flush=True)
+            time.sleep(0.5)     # mpiexec forwards output asynchronously and drops what is in flight at an abort
         finally:
             self.comm.Abort(1)
 

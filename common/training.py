@@ -39,7 +39,7 @@ from collections import namedtuple
 
 import numpy
 
-from common import distributed
+from common import data_parallel, distributed
 from common import np as backend
 from common.checkpoint import (TrainingState, corpus_fingerprint, hidden_states, restore_snapshot,
                                save_checkpoint, snapshot)
@@ -90,7 +90,6 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
     if evaluate is None and comm.size > 1:
-        from common import data_parallel
         evaluate = functools.partial(data_parallel.eval_perplexity, comm, batch_size=s.eval_batch_size,
                                      time_size=s.time_size)
     evaluate = evaluate or functools.partial(eval_perplexity, batch_size=s.eval_batch_size, time_size=s.time_size)
@@ -145,8 +144,9 @@ class EpochLoop:
                                                                    self.trainer.rows)
             self.elapsed_before = self.state.elapsed_s
         else:
+            processes = {'processes': self.comm.describe()} if self.comm.size > 1 else {}
             self.log.write(event='start', model=self.model.describe(), params=self.model.param_count(),
-                           processes=self.comm.describe(), **(log_extra or {}))
+                           **processes, **(log_extra or {}))
         if self.comm.size > 1:        # the replicas start alike: rank 0's parameters and generators
             self.comm.bcast_arrays(self.model.params)
             backend.set_rng_state(self.comm.bcast(backend.get_rng_state()))
