@@ -35,12 +35,14 @@ def main(argv=None):
     p.add_argument('--resume', action='store_true')
     p.add_argument('--interrupt-at', type=int, default=0, help='stop as Ctrl-C does after this many iterations')
     p.add_argument('--raise-on-rank', type=int, default=-1, help='this rank raises at iteration 3')
+    p.add_argument('--user-error', action='store_true', help='... a DataError (bad input) instead of a RuntimeError')
     p.add_argument('--sleep', type=float, default=0, help='seconds to sleep in each iteration')
     args = p.parse_args(argv)
     import common.np as backend
     from ch_gru.rnnlm import Rnnlm
     from common.optimizer import SGD
     from common import data_parallel, util
+    from common.errors import DataError
     from common.parts import CtrlC
     from common.training import train_with_validation
     comm = distributed.world()
@@ -64,7 +66,7 @@ def main(argv=None):
     def misbehave(trainer):                      # a gradient step: runs on every rank, every iteration
         time.sleep(args.sleep)
         if trainer.total_iters == 3 and comm.rank == args.raise_on_rank:
-            raise RuntimeError('failing on purpose')
+            raise (DataError if args.user_error else RuntimeError)('failing on purpose')
         if args.interrupt_at and trainer.total_iters + 1 == args.interrupt_at:
             next(p for p in trainer.parts if isinstance(p, CtrlC)).requested = True
 

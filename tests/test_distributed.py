@@ -117,12 +117,14 @@ def test_checkpoint_resumes_with_another_number_of_processes(alone, tmp_path, be
 
 
 @needs_mpi
-def test_a_rank_that_raises_ends_the_job_with_one_line(tmp_path):
+@pytest.mark.parametrize('kind, line', [([], 'error: rank 1: RuntimeError: failing on purpose'),
+                                        (['--user-error'], 'error: rank 1: failing on purpose')])
+def test_a_rank_that_raises_ends_the_job_with_one_line(tmp_path, kind, line):
     start = time.monotonic()
-    r = launch(2, str(tmp_path), '--epochs', 50, '--raise-on-rank', 1, timeout=60)
-    assert time.monotonic() - start < 30
+    r = launch(2, str(tmp_path), '--epochs', 50, '--raise-on-rank', 1, *kind, timeout=60)
+    assert time.monotonic() - start < 30          # bad input met by one rank alone: after a 5 s wait
     assert r.returncode != 0
-    assert 'error: rank 1: RuntimeError: failing on purpose' in r.stderr.splitlines()
+    assert line in r.stderr.splitlines(), r.stderr
     assert 'Traceback' not in r.stderr
 
 
