@@ -109,13 +109,15 @@ def hidden_states(model, convert):
             for layer in stateful_layers(model)]
 
 
-def set_hidden_states(model, states):
+def set_hidden_states(model, states, rows=slice(None)):
+    """Put ``states`` (as :func:`hidden_states` returns them) back; ``rows``:
+    the block of the batch's rows this process trains (data-parallel)."""
     from common import np as backend
     for layer, saved in zip(stateful_layers(model), states):
         for attr in STATE_ATTRS:
             if hasattr(layer, attr):
                 value = saved.get(attr)
-                setattr(layer, attr, None if value is None else backend.asarray(value).copy())
+                setattr(layer, attr, None if value is None else backend.asarray(value[rows]).copy())
 
 
 def snapshot(model, optimizer):
@@ -144,9 +146,11 @@ def corpus_fingerprint(corpus):
 # -- files ----------------------------------------------------------------------
 
 def save_checkpoint(path, model, optimizer, state, best_params=None, vocab=None, options=None, data=None,
-                    settings=None):
+                    settings=None, hidden=None):
     """Write a checkpoint of the run atomically (the previous file stays whole
-    until the new one is complete)."""
+    until the new one is complete). ``hidden``: the hidden states of the
+    whole batch when they are not the model's own (a data-parallel run
+    gathers every rank's rows)."""
     from common import np as backend
     host = backend.asnumpy
     arrays = dict(model.params_to_host())
@@ -161,7 +165,7 @@ def save_checkpoint(path, model, optimizer, state, best_params=None, vocab=None,
         else:
             arrays[f'optim_{name}'] = value
             slot_kinds[name] = None
-    hidden = hidden_states(model, host)
+    hidden = hidden_states(model, host) if hidden is None else hidden
     for i, layer in enumerate(hidden):
         arrays.update({f'hidden_{i}_{attr}': value for attr, value in layer.items()})
     meta = {'format': FORMAT, 'model': model.params_meta(vocab),
@@ -233,16 +237,17 @@ class Checkpoint:
             raise CheckpointError(f"{self.path} was trained on other data or batches ({'; '.join(diffs)}; "
                                   f"checkpoint vs this run): resume with the data and batch options it was saved with")
 
-    def restore(self, model, optimizer):
-        """Load parameters, optimizer state, hidden states and the random
-        generators' state; returns ``(state, best_params)`` (best_params a list
-        of backend arrays, or None)."""
+    def restore(self, model, optimizer, rows=slice(None)):
+        """Load parameters, optimizer state, hidden states (the batch's ``rows``
+        of them: a data-parallel rank's block) and the random generators'
+        state; returns ``(state, best_params)`` (best_params a list of backend
+        arrays, or None)."""
         try:
-            return self._restore(model, optimizer)
+            return self._restore(model, optimizer, rows)
         except KeyError as exc:
             raise CheckpointError(f"{self.path} is an incomplete checkpoint (no {exc} in it): use an intact one") from None
 
-    def _restore(self, model, optimizer):
+    def _restore(self, model, optimizer, rows):
         from common import np as backend
         a, meta = self.arrays, self.meta
         model.set_params_from_host(a, meta['model'], source=self.path)
@@ -256,7 +261,7 @@ class Checkpoint:
         set_optimizer_state(optimizer, {'class': meta['optimizer']['class'], 'values': meta['optimizer']['values'],
                                         'slots': slots}, source=self.path)
         set_hidden_states(model, [{attr: a[f'hidden_{i}_{attr}'] for attr in attrs}
-                                  for i, attrs in enumerate(meta['hidden'])])
+                                  for i, attrs in enumerate(meta['hidden'])], rows)
         backend.set_rng_state(meta['rng'])
         return self.state.copy(), best
 

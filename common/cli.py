@@ -17,7 +17,8 @@ class ArgumentParser(argparse.ArgumentParser):
     positive number (see --help)`` and exit status 2, without the usage block."""
 
     def error(self, message):
-        self.exit(2, f'error: {message} (see --help)\n')
+        from common import distributed      # every rank parses alike: rank 0 says it
+        self.exit(2, f'error: {message} (see --help)\n' if distributed.launched_rank() == 0 else None)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -58,17 +59,25 @@ def optional_positive_float(text):
 def select_backend(gpu):
     """Turn the GPU on (before the first ``import common.np``) and import the
     backend; a missing CuPy or device raises BackendError with the fix."""
-    from common import config
+    from common import config, distributed
     if gpu:
         config.GPU = True
+        distributed.world().use_gpu()       # one GPU per process, by its rank on the node
     import common.np as backend
     backend.check_backend()
+    if backend.GPU and distributed.world().size > 1:
+        distributed.world().connect_gpus()
     return backend
 
 
 def run(main, argv=None):
     """Run ``main(argv)``; a :class:`UserError` becomes ``error: <message>`` on
-    stderr and exit status 2 (argparse's status for bad arguments)."""
+    stderr and exit status 2 (argparse's status for bad arguments). Started
+    by mpiexec on several processes, only rank 0 prints, and a rank that
+    fails ends the job (:func:`run_ranks`)."""
+    from common import distributed
+    if distributed.launched_size() > 1:
+        return run_ranks(main, argv)
     try:
         return main(argv)
     except UserError as exc:
@@ -80,6 +89,30 @@ def run(main, argv=None):
     except BrokenPipeError:          # output piped into head & co.
         sys.stderr.close()
         return 1
+
+
+def run_ranks(main, argv):
+    """:func:`run` on one of several MPI processes. Ranks other than 0 print
+    nothing on stdout. An error every rank meets alike (bad input) is one
+    line from rank 0 and status 2; one a rank meets alone, or any other
+    exception, is one line naming the rank, and MPI_Abort ends the job."""
+    from common import distributed
+    try:
+        world = distributed.world()
+    except UserError as exc:         # no mpi4py, or a broken one: no MPI to agree through
+        if distributed.launched_rank() == 0:
+            print(f'error: {exc}', file=sys.stderr)
+        return 2
+    if not world.is_root:
+        sys.stdout = open(os.devnull, 'w')
+    try:
+        return main(argv)
+    except UserError as exc:
+        return world.exit_together(f'error: {exc}', 2)
+    except KeyboardInterrupt:
+        return world.exit_together('interrupted', 130)
+    except Exception as exc:
+        world.crash(f'{type(exc).__name__}: {exc}')
 
 
 def check_output_dir(path, flag='--out-dir'):

@@ -149,6 +149,7 @@ def scatter_add(a, indices, values):
 
 _rng = None          # the backend generator; None until the first mask
 _host_mark = None    # NumPy's global state right after _rng was seeded from it
+_shared = None       # (rows, total): this process's block of a data-parallel batch
 
 
 def _host_state():
@@ -182,9 +183,26 @@ def seed(value):
     _rng = _host_mark = None
 
 
+def share_rows(rows, total):
+    """Data-parallel training: this process trains the ``rows`` (a slice) of
+    batches of ``total`` rows. Masks are then drawn for all ``total`` rows
+    and it keeps its own, so K processes apply exactly the masks one process
+    would (their generators are alike: seeded alike, drawn alike).
+    ``share_rows(None, None)`` goes back to plain draws."""
+    global _shared
+    _shared = None if rows is None else (rows, total)
+
+
 def uniform(shape, dtype):
-    """Uniform [0, 1) samples of ``dtype`` drawn on the backend."""
-    return _generator().random(shape, dtype=dtype)
+    """Uniform [0, 1) samples of ``dtype`` drawn on the backend (rows of a
+    batch: see :func:`share_rows`)."""
+    if _shared is None:
+        return _generator().random(shape, dtype=dtype)
+    rows, total = _shared
+    if len(range(total)[rows]) != shape[0]:
+        raise ValueError(f'a mask of {shape[0]} rows in a data-parallel run whose processes train '
+                         f'{len(range(total)[rows])} rows each')
+    return _generator().random((total,) + tuple(shape[1:]), dtype=dtype)[rows]
 
 
 def get_rng_state():

@@ -149,9 +149,11 @@ class JsonLog:
     """One JSON object per line; each write is flushed, so a log survives a crash."""
 
     def __init__(self, path):
-        self.path = path
+        self.path = path               # None: write nothing (a data-parallel rank other than 0)
 
     def write(self, **record):
+        if self.path is None:
+            return
         with open(self.path, 'a', encoding='utf-8') as f:
             f.write(json.dumps(record) + '\n')
 
@@ -195,7 +197,8 @@ class ValidEvery(Part):
         print(f'| iter {trainer.total_iters} | train time {trainer.train_seconds:.1f}[s] | train '
               f'{describe_ppl(train_ppl, self.unit)} | valid {describe_ppl(valid_ppl, self.unit)}', flush=True)
         self.log.write(event='eval', **point)
-        plot_curve(self.points, self.curve_path, self.unit)
+        if self.curve_path:
+            plot_curve(self.points, self.curve_path, self.unit)
         return valid_ppl
 
 

@@ -79,6 +79,7 @@ class RnnlmTrainer:
         self.current_epoch, self.start, self.unit = 0, (0, 0.0), 'word'
         self.epoch_ppl = self.tokens_per_sec = None
         self.total_iters, self.train_seconds, self.last_step_seconds = 0, 0.0, 0.0
+        self.rows = slice(None)      # the rows of each batch this process trains (data-parallel: its block)
 
     def fit(self, xs, ts, max_epoch=10, batch_size=20, time_size=35, max_grad=None, eval_interval=20):
         """Train for ``max_epoch`` passes over (xs, ts), 1-D id arrays with
@@ -188,9 +189,10 @@ class RnnlmTrainer:
             self.stopped = Stop(reason, self.first + self.done if at is None else at)
 
     def get_batch(self, x, t, batch_size, time_size):
-        """(batch_size, time_size) inputs and targets at the current time index."""
+        """(batch_size, time_size) inputs and targets at the current time index
+        (the ``rows`` of them: a data-parallel rank's block)."""
         data_size = len(x)
-        offsets = np.arange(batch_size) * (data_size // batch_size)
+        offsets = np.arange(batch_size)[self.rows] * (data_size // batch_size)
         idx = window_indices(offsets, self.time_idx, time_size, data_size)
         self.time_idx += time_size
         return x[idx], t[idx]

@@ -39,8 +39,11 @@ from collections import namedtuple
 
 import numpy
 
-from common.checkpoint import (TrainingState, corpus_fingerprint, restore_snapshot, save_checkpoint,
-                               snapshot)
+from common import data_parallel, distributed
+from common import np as backend
+from common.checkpoint import (TrainingState, corpus_fingerprint, hidden_states, restore_snapshot,
+                               save_checkpoint, snapshot)
+from common.data_parallel import AllReduceGrads, AverageLoss, FollowRoot, split_rows
 from common.errors import DataError, TrainingError, UserError
 from common.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, ProgressBar, TimeBudget, ValidEvery
 from common.plotting import plot_history
@@ -66,8 +69,11 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
 
     For other kinds of runs (the character models): ``trainer`` replaces
     :class:`RnnlmTrainer` (e.g. :class:`common.sentences.SentenceTrainer`) and
-    ``evaluate(model, corpus) -> perplexity`` replaces :func:`eval_perplexity`."""
-    s, corpora = settings, Corpora(*corpora)
+    ``evaluate(model, corpus) -> perplexity`` replaces :func:`eval_perplexity`.
+
+    Started by mpiexec on K processes, the ranks share the work
+    (:mod:`common.data_parallel`) and only rank 0 writes files."""
+    s, corpora, comm = settings, Corpora(*corpora), distributed.world()
     s.check(optimizer.lr if s.resume_lr is None else s.resume_lr)
     vocab_size = getattr(model, 'config', {}).get('vocab_size')
     sentences = getattr(trainer, 'sentence_mode', False)
@@ -77,14 +83,18 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
         if corpus is not None:
             check_corpus(corpus, name, vocab_size, s.eval_batch_size, s.time_size, '--eval-batch-size',
                          sentences)
+    trainer = trainer or RnnlmTrainer(model, optimizer)
+    split_rows(comm, trainer, s.batch_size, s.eval_batch_size, sentences)
     data = dict(corpus_fingerprint(corpora.train), batch_size=s.batch_size, time_size=s.time_size)
     merge_shared_params(model)          # before any snapshot or checkpoint lists the parameters
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
+    if evaluate is None and comm.size > 1:
+        evaluate = functools.partial(data_parallel.eval_perplexity, comm, batch_size=s.eval_batch_size,
+                                     time_size=s.time_size)
     evaluate = evaluate or functools.partial(eval_perplexity, batch_size=s.eval_batch_size, time_size=s.time_size)
     record = Record(vocab, save_meta, options, data)
-    return EpochLoop(model, optimizer, corpora, s, trainer or RnnlmTrainer(model, optimizer), evaluate,
-                     record).run(resume, log_extra)
+    return EpochLoop(model, optimizer, corpora, s, trainer, evaluate, record, comm).run(resume, log_extra)
 
 
 #: What a run writes beside the parameters: vocabulary, metadata of the saved
@@ -98,24 +108,29 @@ class EpochLoop:
     divergence watch (:meth:`diverged` says what happens instead), validation
     every ``valid_interval`` iterations, time budget, Ctrl-C; the gradient-norm
     log joins its gradient steps. A new part is one more entry in ``parts``
-    or ``steps`` here (docs/architecture.md)."""
+    or ``steps`` here (docs/architecture.md). On K processes (``comm``) the
+    gradient all-reduce is the first step, the loss average the first part
+    and following rank 0's stop the last; only rank 0 writes files."""
 
-    def __init__(self, model, optimizer, corpora, settings, trainer, evaluate, record):
+    def __init__(self, model, optimizer, corpora, settings, trainer, evaluate, record,
+                 comm=distributed.SingleProcess()):
         self.model, self.optimizer, self.corpora, self.s = model, optimizer, corpora, settings
-        self.trainer, self.evaluate, self.record = trainer, evaluate, record
-        s, out = settings, settings.out_dir
-        self.log = JsonLog(os.path.join(out, 'log.jsonl'))
+        self.trainer, self.evaluate, self.record, self.comm = trainer, evaluate, record, comm
+        s, out, root, parallel = settings, settings.out_dir, comm.is_root, comm.size > 1
+        self.log = JsonLog(os.path.join(out, 'log.jsonl') if root else None)
         self.ctrl_c = CtrlC()
         self.budget = TimeBudget(s.max_seconds) if s.max_seconds else None
         self.valid_every = ValidEvery(s.valid_interval, evaluate, corpora.valid, self.log, s.unit,
-                                      os.path.join(out, 'curve.png')) if s.valid_interval else None
-        parts = [ProgressBar(), self.valid_every, DivergenceWatch(say=False), self.budget, self.ctrl_c]
-        steps = [GradNormLog(s.grad_norm_interval, self.log) if s.grad_norm_interval else None]
+                                      os.path.join(out, 'curve.png') if root else None) if s.valid_interval else None
+        parts = [AverageLoss(comm) if parallel else None, ProgressBar(), self.valid_every,
+                 DivergenceWatch(say=False), self.budget, self.ctrl_c, FollowRoot(comm) if parallel else None]
+        steps = [AllReduceGrads(comm) if parallel else None,
+                 GradNormLog(s.grad_norm_interval, self.log) if s.grad_norm_interval else None]
         trainer.parts = [p for p in parts if p is not None]
         trainer.grad_steps = trainer.grad_steps + [g for g in steps if g is not None]   # after the caller's
         trainer.unit = s.unit
         self.state, self.best_params = TrainingState(), None
-        self.checkpoints = Checkpoints(s, record)
+        self.checkpoints = Checkpoints(s, record, comm)
         self.plot_path = os.path.join(out, 'perplexity.png')
         self.started, self.elapsed_before = time.time(), 0.0
         self.unsaved = False
@@ -125,20 +140,25 @@ class EpochLoop:
 
     def run(self, resume, log_extra):
         if resume is not None:
-            self.state, self.best_params = self.checkpoints.resume(resume, self.model, self.optimizer, self.log)
+            self.state, self.best_params = self.checkpoints.resume(resume, self.model, self.optimizer, self.log,
+                                                                   self.trainer.rows)
             self.elapsed_before = self.state.elapsed_s
         else:
+            processes = {'processes': self.comm.describe()} if self.comm.size > 1 else {}
             self.log.write(event='start', model=self.model.describe(), params=self.model.param_count(),
-                           **(log_extra or {}))
+                           **processes, **(log_extra or {}))
+        if self.comm.size > 1:        # the replicas start alike: rank 0's parameters and generators
+            self.comm.bcast_arrays(self.model.params)
+            backend.set_rng_state(self.comm.bcast(backend.get_rng_state()))
         # Non-finite values are detected and handled below: no overflow warnings.
         with numpy.errstate(over='ignore', invalid='ignore', divide='ignore'), self.ctrl_c.catching():
             self.epochs()
         return self.finish()
 
     def more(self):
-        """Whether to start (or repeat) an epoch."""
-        return (self.state.epoch < self.s.max_epoch and not self.ctrl_c.requested
-                and not (self.budget and self.budget.spent(self.trainer)))
+        """Whether to start (or repeat) an epoch (as rank 0 judges it)."""
+        return self.comm.bcast(self.state.epoch < self.s.max_epoch and not self.ctrl_c.requested
+                               and not (self.budget and self.budget.spent(self.trainer)))
 
     def epochs(self):
         s, trainer, train = self.s, self.trainer, self.corpora.train
@@ -198,7 +218,7 @@ class EpochLoop:
         if st.best_valid_ppl is None or valid_ppl < st.best_valid_ppl:
             st.best_valid_ppl = valid_ppl
             self.best_params = [p.copy() for p in self.model.params]
-            if self.s.save_path:
+            if self.s.save_path and self.comm.is_root:
                 self.model.save_params(self.s.save_path, vocab=self.record.vocab, meta=self.record.save_meta)
         else:
             self.optimizer.lr /= self.s.lr_decay
@@ -212,7 +232,8 @@ class EpochLoop:
         self.log.write(event='epoch', epoch=st.epoch, train_ppl=trainer.epoch_ppl, valid_ppl=valid_ppl, lr=lr,
                        elapsed_s=elapsed, tokens_per_sec=trainer.tokens_per_sec,
                        train_seconds=trainer.train_seconds, iters=trainer.done, partial=partial)
-        plot_history(st.history, self.plot_path, unit)
+        if self.comm.is_root:
+            plot_history(st.history, self.plot_path, unit)
 
     def diverged(self, good, problem):
         """Go back to the last good state with a smaller learning rate, or give up."""
@@ -253,7 +274,7 @@ class EpochLoop:
 
     def finish(self):
         st, unit, test = self.state, self.s.unit, self.corpora.test
-        interrupted = self.ctrl_c.requested
+        interrupted = self.comm.bcast(self.ctrl_c.requested)
         if interrupted:
             where = (f'iteration {st.iteration} of epoch {st.epoch + 1}' if st.iteration
                      else f'epoch {st.epoch}')
@@ -276,8 +297,8 @@ class EpochLoop:
                        elapsed_s=self.elapsed(), train_seconds=trainer.train_seconds, iters=trainer.total_iters,
                        interrupted=interrupted)
         return {'history': st.history, 'best_valid_ppl': st.best_valid_ppl, 'test_ppl': test_ppl,
-                'plot': self.plot_path, 'log': self.log.path, 'interrupted': interrupted,
-                'checkpoint': self.s.checkpoint_path, 'train_seconds': trainer.train_seconds,
+                'plot': self.plot_path, 'log': os.path.join(self.s.out_dir, 'log.jsonl'),
+                'interrupted': interrupted, 'checkpoint': self.s.checkpoint_path, 'train_seconds': trainer.train_seconds,
                 'curve': self.valid_every.points if self.valid_every else None}
 
 class Checkpoints:
@@ -286,26 +307,31 @@ class Checkpoints:
     training goes on), :meth:`resume` puts a checkpoint back into the model
     and optimizer and says where the run goes on from."""
 
-    def __init__(self, settings, record):
-        self.s, self.record, self.path = settings, record, settings.checkpoint_path
+    def __init__(self, settings, record, comm=distributed.SingleProcess()):
+        self.s, self.record, self.path, self.comm = settings, record, settings.checkpoint_path, comm
 
     def save(self, model, optimizer, state, best_params):
-        """Whether the run is saved now (True without a checkpoint path: nothing to save)."""
+        """Whether the run is saved now (True without a checkpoint path: nothing to save).
+        On K processes rank 0 writes the hidden states of every rank's rows."""
         if not self.path:
             return True
-        r = self.record
+        hidden = self.comm.gather_rows(hidden_states(model, backend.asnumpy))
+        if not self.comm.is_root:
+            return self.comm.bcast(None)
+        r, saved = self.record, True
         try:
             save_checkpoint(self.path, model, optimizer, state, best_params, r.vocab, r.options, r.data,
-                            self.s.to_dict())
+                            self.s.to_dict(), hidden)
         except (OSError, UserError) as exc:
             print(f'-- warning: could not write the checkpoint {self.path} ({exc}); the previous '
                   f'one is intact and training goes on', flush=True)
-            return False
-        return True
+            saved = False
+        return self.comm.bcast(saved)
 
-    def resume(self, checkpoint, model, optimizer, log):
-        """``(state, best_params)`` of ``checkpoint``, restored into ``model`` and ``optimizer``."""
-        state, best_params = checkpoint.restore(model, optimizer)
+    def resume(self, checkpoint, model, optimizer, log, rows=slice(None)):
+        """``(state, best_params)`` of ``checkpoint``, restored into ``model`` and
+        ``optimizer`` (the hidden states of the batch's ``rows``)."""
+        state, best_params = checkpoint.restore(model, optimizer, rows)
         if self.s.resume_lr is not None:
             optimizer.lr = self.s.resume_lr
         lr, max_epoch = optimizer.lr, self.s.max_epoch

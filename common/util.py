@@ -51,6 +51,13 @@ def eval_perplexity(model, corpus, batch_size=10, time_size=35):
     The model's stateful layers carry state across the windows; call
     ``model.reset_state()`` before if it should start fresh.
     """
+    total_loss, windows = eval_loss(model, corpus, batch_size, time_size)
+    return float(numpy.exp(total_loss / windows))
+
+
+def eval_loss(model, corpus, batch_size=10, time_size=35, rows=slice(None)):
+    """``(summed loss, windows)`` of :func:`eval_perplexity`'s pass, reading
+    only the batch's ``rows`` (a data-parallel rank's block; all by default)."""
     corpus = backend.asarray(corpus)
     corpus_size = len(corpus)
     max_iters = (corpus_size - 1) // (batch_size * time_size)
@@ -58,7 +65,7 @@ def eval_perplexity(model, corpus, batch_size=10, time_size=35):
         raise DataError(f"corpus of {corpus_size} tokens is too short to evaluate with batch_size={batch_size} "
                         f"and time_size={time_size}: it needs at least {batch_size * time_size + 1} tokens")
     jump = (corpus_size - 1) // batch_size
-    offsets = np.arange(batch_size) * jump
+    offsets = np.arange(batch_size)[rows] * jump
     # Models without dropout (the book's SimpleRnnlm) take no train_flg.
     eval_kwargs = {'train_flg': False} if 'train_flg' in inspect.signature(model.forward).parameters else {}
     total_loss = 0
@@ -68,4 +75,4 @@ def eval_perplexity(model, corpus, batch_size=10, time_size=35):
         ts = corpus[(idx + 1) % corpus_size]
         loss = model.forward(xs, ts, **eval_kwargs)
         total_loss += loss
-    return float(numpy.exp(float(total_loss) / max_iters))
+    return float(total_loss), max_iters

@@ -2,6 +2,7 @@
 
     python scripts/train_better_rnnlm.py                 # the book's setup, GRU, lr 10
     python scripts/train_better_rnnlm.py --gpu           # the same on CUDA through CuPy
+    mpiexec -n 2 python scripts/train_better_rnnlm.py    # data-parallel on 2 processes
     python scripts/train_better_rnnlm.py --cell lstm --lr 20
     python scripts/train_better_rnnlm.py --train-file my.train.txt --valid-file my.valid.txt
 
@@ -21,6 +22,7 @@ import sys
 import time
 
 from common.cli import ArgumentParser, HelpFormatter, check_output_dir, parse_args, positive_int, ratio, run, select_backend
+from common.distributed import world
 from common.settings import TrainSettings, add_training_flags
 
 #: The book's chapter-6 hyperparameters, with learning rate 10 (stable for the GRU).
@@ -110,6 +112,8 @@ def main(argv=None):
           f'({time.time() - t0:.1f}s)')
     print(f'model: {model.describe()}, {model.param_count():,} parameters, '
           f"backend {'CuPy (GPU)' if backend.GPU else 'NumPy (CPU)'}", flush=True)
+    if world().size > 1:
+        print(f'data-parallel: {world().describe()}', flush=True)
     result = train_with_validation(model, SGD(args.lr), (train, valid, test), settings, resume=resume,
                                    vocab=list(word_to_id), options=vars(args),
                                    log_extra={'args': vars(args), 'vocab_size': vocab_size, 'data': source})

@@ -5,6 +5,7 @@
     python scripts/train_char_rnnlm.py --corpus ptb-char --layers 2 --hidden-size 512
     python scripts/train_char_rnnlm.py --corpus my.txt --sentences --optimizer adagrad --lr 0.1
     python scripts/train_char_rnnlm.py --gpu                    # on CUDA through CuPy
+    mpiexec -n 2 python scripts/train_char_rnnlm.py             # data-parallel on 2 processes
 
 Continuous text is read with truncated BPTT like the word-level models;
 --sentences makes every line one sequence between <bos> and <eos>, padded and
@@ -25,6 +26,7 @@ import time
 
 from common.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_int, parse_args, positive_int,
                         ratio, run, select_backend)
+from common.distributed import world
 from common.settings import TrainSettings, add_training_flags
 
 OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'adam')
@@ -122,6 +124,8 @@ def main(argv=None):
           f"vocabulary {len(vocab)}{' (with <bos>, <eos>)' if args.sentences else ''} ({time.time() - t0:.1f}s)")
     print(f'model: {model.describe()}, {model.param_count():,} parameters, '
           f"backend {'CuPy (GPU)' if backend.GPU else 'NumPy (CPU)'}", flush=True)
+    if world().size > 1:
+        print(f'data-parallel: {world().describe()}', flush=True)
 
     optimizer = make_optimizer(args.optimizer, args.lr)
     trainer = evaluate = None
@@ -137,7 +141,7 @@ def main(argv=None):
                                                   if args.valid_interval else [])
     print(f"trained {result['train_seconds']:.1f}s; wrote {', '.join(outputs)}, {settings.save_path} and "
           f"{result['checkpoint']}")
-    if args.sample and result['history']['epoch']:
+    if args.sample and result['history']['epoch'] and world().is_root:
         generator = TextGenerator(model, CharCodec(vocab))
         text = generator.sample(length=args.sample, temperature=args.sample_temperature, seed=args.seed)
         print(f'-- sample ({args.sample} tokens, temperature {args.sample_temperature:g}):\n{text}')

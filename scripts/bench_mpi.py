@@ -1,0 +1,128 @@
+"""Data-parallel throughput on this machine: 1 process x 2 threads against
+2 processes x 1 thread (mpiexec -n 2) (and 1 process x 1 thread for
+reference), book-size BetterRnnlm, and the time of the gradient all-reduce per step.
+
+    python scripts/bench_mpi.py [--iters 8] [--json docs/bench-mpi.json]
+
+Both runs train the same global batch (20 rows x 35 steps, vocabulary 10,000,
+D = H = 650, dropout 0.5, clipping 0.25) on a synthetic corpus through
+RnnlmTrainer with the data-parallel parts, one warm-up epoch and one timed
+epoch of ``--iters`` iterations each. The 2-process run also times its
+gradient step (pack, all-reduce, unpack; it includes waiting for the slower
+rank) and, after a barrier, the all-reduce of the flat buffer alone.
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both (GUIDE section 3).
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def worker(iters, tiny):
+    import numpy
+    from common import distributed, np as backend
+    from common.data_parallel import AllReduceGrads, AverageLoss, FollowRoot, split_rows
+    from common.optimizer import SGD
+    from common.trainer import ClipGrads, RnnlmTrainer
+    from ch_gru.better_rnnlm import BetterRnnlm
+
+    comm = distributed.world()
+    backend.seed(0)
+    vocab, size = (100, 16) if tiny else (10000, 650)
+    model = BetterRnnlm(vocab, size, size, 0.5)
+    corpus = numpy.random.randint(0, vocab, 20 * 35 * iters + 1)
+    reduce_seconds = []
+
+    class TimedAllReduce(AllReduceGrads):
+        def __call__(self, trainer):
+            start = time.perf_counter()
+            super().__call__(trainer)
+            reduce_seconds.append(time.perf_counter() - start)
+
+    parallel = comm.size > 1
+    steps = [TimedAllReduce(comm)] if parallel else []
+    parts = [AverageLoss(comm), FollowRoot(comm)] if parallel else []
+    trainer = RnnlmTrainer(model, SGD(1.0), parts=parts, grad_steps=steps)
+    split_rows(comm, trainer, 20, 20)
+    times = []
+    for _ in range(2):                     # warm-up epoch, timed epoch
+        reduce_seconds.clear()
+        start = time.perf_counter()
+        trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=20, time_size=35, max_grad=0.25,
+                    eval_interval=0)
+        times.append(time.perf_counter() - start)
+    out = {'processes': comm.size, 'step_s': times[-1] / iters, 'tokens_per_s': 20 * 35 * iters / times[-1],
+           'params': model.param_count()}
+    if parallel:
+        out['grad_step_s'] = float(numpy.median(reduce_seconds))
+        flat = steps[0].bucket.flat
+        alone = []
+        for _ in range(10):
+            comm.comm.Barrier()
+            start = time.perf_counter()
+            comm.allreduce_mean_(flat)
+            alone.append(time.perf_counter() - start)
+        out['allreduce_alone_s'] = float(numpy.median(alone))
+        out['bytes'] = int(flat.nbytes)
+    if comm.is_root:
+        print(json.dumps(out), flush=True)
+
+
+def run(cmd, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    for name in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'):
+        env.pop(name, None)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def cpu_name():
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
+        return next(line.split(':', 1)[1].strip() for line in out.splitlines() if line.startswith('Model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or 'unknown CPU'
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--iters', type=int, default=8, help='timed iterations per run')
+    p.add_argument('--json', help='write the figures here')
+    p.add_argument('--tiny', action='store_true', help='a toy model (checks the script runs; no figures)')
+    p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args.iters, args.tiny)
+    me = [sys.executable, os.path.abspath(__file__), '--worker', '--iters', str(args.iters)] + ['--tiny'] * args.tiny
+    load = os.getloadavg()
+    one = run(me, 2)
+    two = run(['mpiexec', '-n', '2'] + me, 1)
+    single = run(me, 1)
+    result = {'cpu': cpu_name(), 'cores': os.cpu_count(), 'load_before': load, 'load_after': os.getloadavg(),
+              'iters': args.iters, 'one_process_2_threads': one, 'two_processes_1_thread': two,
+              'one_process_1_thread': single,
+              'speedup': one['step_s'] / two['step_s'], 'command': 'python scripts/bench_mpi.py ' +
+              ' '.join(sys.argv[1:])}
+    print(f"{result['cpu']}, {result['cores']} cores, load average {load[0]:.2f} before, "
+          f"{result['load_after'][0]:.2f} after")
+    print(f"1 process  x 2 threads: {one['step_s'] * 1e3:7.1f} ms/step  {one['tokens_per_s']:7.0f} tokens/s")
+    print(f"2 processes x 1 thread: {two['step_s'] * 1e3:7.1f} ms/step  {two['tokens_per_s']:7.0f} tokens/s "
+          f"({result['speedup']:.2f}x)")
+    print(f"1 process  x 1 thread:  {single['step_s'] * 1e3:7.1f} ms/step  {single['tokens_per_s']:7.0f} tokens/s")
+    print(f"gradient step (pack, all-reduce of {two['bytes'] / 1e6:.1f} MB, unpack): "
+          f"{two['grad_step_s'] * 1e3:.1f} ms; the all-reduce alone after a barrier: "
+          f"{two['allreduce_alone_s'] * 1e3:.1f} ms")
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,377 @@
+"""Data-parallel training over MPI: equivalence with one process, checkpoints
+across process counts, faults and bad input. The multi-process tests start
+``mpiexec -n 2`` (mpi4py and the mpich wheel: ``pip install -e '.[mpi]'``);
+they skip where those are missing and fail in CI, which installs them."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy
+import pytest
+
+from conftest import IN_CI, ROOT
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAM = os.path.join(HERE, 'data_parallel_program.py')
+SCRIPT = os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py')
+FAKE_CUPY = os.path.join(HERE, 'fake_cupy')
+
+
+def _have_mpi():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return shutil.which('mpiexec') is not None
+
+
+needs_mpi = pytest.mark.skipif(not _have_mpi() and not IN_CI, reason='mpi4py or mpiexec not installed')
+
+
+def env(**extra):
+    e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''), MPLBACKEND='Agg',
+             OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
+    for name in ('DLFS_GPU', 'DLFS_MPI_TIMEOUT', 'PMI_SIZE', 'PMI_RANK', 'OMPI_COMM_WORLD_SIZE', 'MV2_COMM_WORLD_SIZE'):
+        e.pop(name, None)
+    e.update(extra)
+    return e
+
+
+def launch(n, *args, timeout=120, extra_env=None, program=PROGRAM):
+    """Run ``program args`` alone (n = 0: no mpiexec) or as ``mpiexec -n n``."""
+    cmd = ([] if n == 0 else ['mpiexec', '-n', str(n)]) + [sys.executable, program, *map(str, args)]
+    return subprocess.run(cmd, env=env(**(extra_env or {})), capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+def result(out):
+    with open(os.path.join(out, 'result.json')) as f:
+        return json.load(f)
+
+
+def params(out):
+    with numpy.load(os.path.join(out, 'params.npz')) as z:
+        return [z[k] for k in sorted(z.files, key=lambda k: int(k.split('_')[1]))]
+
+
+def assert_close(a, b, rel=1e-5):
+    for p, q in zip(params(a), params(b)):
+        scale = numpy.abs(p).max()
+        assert numpy.abs(p - q).max() <= rel * scale, numpy.abs(p - q).max() / scale
+
+
+def ok(r):
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+# -- two processes compute what one does ------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def alone(tmp_path_factory):
+    """One process, no MPI: 2 epochs (24 iterations), dropout 0.5."""
+    out = str(tmp_path_factory.mktemp('alone'))
+    ok(launch(0, out, '--epochs', 2))
+    return out
+
+
+@needs_mpi
+def test_two_ranks_train_as_one_process_does_with_dropout(alone, tmp_path):
+    out = str(tmp_path)
+    r = ok(launch(2, out, '--epochs', 2))
+    one, two = result(alone), result(out)
+    assert two['size'] == 2
+    assert two['spread'] == 0.0                    # the replicas are equal, bit for bit
+    assert_close(alone, out, rel=1e-5)             # and equal to the single process's parameters
+    assert two['valid'] == pytest.approx(one['valid'], rel=1e-5)
+    assert r.stdout.count('| end |') == 1          # only rank 0 prints
+
+
+@needs_mpi
+def test_evaluation_over_two_ranks_equals_one_process(alone, tmp_path):
+    out = str(tmp_path)
+    ok(launch(2, out, '--epochs', 1, '--dropout', 0))
+    assert result(out)['first_ppl'] == pytest.approx(result(alone)['first_ppl'], rel=1e-6)
+
+
+@needs_mpi
+@pytest.mark.parametrize('before, after', [(2, 0), (0, 2)])
+def test_checkpoint_resumes_with_another_number_of_processes(alone, tmp_path, before, after):
+    out = str(tmp_path)
+    r = ok(launch(before, out, '--epochs', 2, '--interrupt-at', 17))     # 5 iterations into epoch 2
+    assert result(out)['interrupted']
+    with numpy.load(os.path.join(out, 'checkpoint.npz')) as z:
+        assert z['hidden_0_h'].shape == (4, 8) and z['hidden_1_h'].shape == (4, 8)   # every rank's rows
+    ok(launch(after, out, '--epochs', 2, '--resume'))
+    assert_close(alone, out, rel=1e-5)
+    assert r.stdout.count('stopped by Ctrl-C') == 1
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+@needs_mpi
+@pytest.mark.parametrize('kind, line', [([], 'error: rank 1: RuntimeError: failing on purpose'),
+                                        (['--user-error'], 'error: rank 1: failing on purpose')])
+def test_a_rank_that_raises_ends_the_job_with_one_line(tmp_path, kind, line):
+    start = time.monotonic()
+    r = launch(2, str(tmp_path), '--epochs', 50, '--raise-on-rank', 1, *kind, timeout=60)
+    assert time.monotonic() - start < 30          # bad input met by one rank alone: after a 5 s wait
+    assert r.returncode != 0
+    assert line in r.stderr.splitlines(), r.stderr
+    assert 'Traceback' not in r.stderr
+
+
+def signal_rank_1(cmd, out, sig, **extra_env):
+    """Start ``mpiexec -n 2 cmd``; once its first checkpoint is written send
+    ``sig`` to rank 1. Returns (seconds until the job ended, its status,
+    stdout and stderr, rank 1's PID)."""
+    job = subprocess.Popen(['mpiexec', '-n', '2', sys.executable, *cmd], env=env(**extra_env), cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ranks = wait_for_ranks(job, 2)
+        wait_for(lambda: os.path.exists(os.path.join(out, 'checkpoint.npz')), job)
+        time.sleep(0.2)                                     # into the next epoch
+        os.kill(ranks[1], sig)
+        sent = time.monotonic()
+        out_text, err = job.communicate(timeout=60)
+        return time.monotonic() - sent, job.returncode, out_text + err, ranks[1]
+    finally:
+        job.kill()
+
+
+@needs_mpi
+def test_a_hanging_rank_ends_the_job_after_the_timeout(tmp_path):
+    out = str(tmp_path)
+    seconds, status, text, _ = signal_rank_1([PROGRAM, out, '--epochs', '200', '--sleep', '0.02'], out,
+                                             signal.SIGSTOP, DLFS_MPI_TIMEOUT='2')    # rank 1 stops answering
+    assert seconds < 20 and status != 0
+    assert re.search(r'^error: rank 0: no answer from the other ranks for 2 s in ', text, re.M), text
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path, shared_data):
+    out = str(tmp_path)
+    checkpoint = os.path.join(out, 'checkpoint.npz')
+    seconds, status, text, pid = signal_rank_1([SCRIPT, *tiny_script_args(shared_data, out), '--max-epoch', '100'],
+                                               out, signal.SIGKILL)
+    assert seconds < 10 and status != 0
+    # mpiexec names the PID it lost; rank 0's start line says which rank had it
+    assert re.search(rf'PID {pid}\b', text), text
+    from common.checkpoint import load_checkpoint
+    done = load_checkpoint(checkpoint).state.epoch                      # the checkpoint is whole
+    assert done >= 1
+    r = ok(subprocess.run(['mpiexec', '-n', '2', sys.executable, SCRIPT, '--resume', checkpoint,
+                           '--max-epoch', str(done + 1)], env=env(), capture_output=True, text=True,
+                          cwd=ROOT, timeout=120))
+    assert f'resumed from {checkpoint}: {done} epochs done' in r.stdout
+    assert f'| epoch {done + 1} |' in r.stdout and '| end |' in r.stdout
+
+
+def tiny_script_args(data, out):
+    ptb = os.path.join(data, 'ptb')
+    return ['--train-file', os.path.join(ptb, 'ptb.valid.txt'), '--valid-file', os.path.join(ptb, 'ptb.test.txt'),
+            '--test-file', os.path.join(ptb, 'ptb.test.txt'), '--max-train-tokens', '2000', '--max-eval-tokens',
+            '400', '--wordvec-size', '8', '--hidden-size', '8', '--batch-size', '4', '--time-size', '5',
+            '--eval-batch-size', '2', '--eval-interval', '0', '--seed', '1', '--out-dir', out]
+
+
+def wait_for_ranks(job, n, timeout=60):
+    """The PIDs of the ranks, from rank 0's 'data-parallel:' line (or the program's start)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = job.stdout.readline()
+        if not line and job.poll() is not None:
+            raise AssertionError(f'the job ended early: {job.stderr.read()[-2000:]}')
+        found = re.findall(r'(\d+): pid (\d+)', line)
+        if len(found) == n:
+            return [int(pid) for _, pid in found]
+    raise AssertionError('no data-parallel line')
+
+
+def wait_for(condition, job, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert job.poll() is None, job.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+CHAR_SCRIPT = os.path.join(ROOT, 'scripts', 'train_char_rnnlm.py')
+
+
+def char_args(tmp_path):
+    text = tmp_path / 'tiny.txt'
+    text.write_text(''.join(f'line {i}: the quick brown fox jumps over the lazy dog\n' for i in range(200)))
+    return ['--corpus', str(text), '--embed-size', '8', '--hidden-size', '8', '--batch-size', '4', '--time-size',
+            '8', '--eval-batch-size', '2', '--max-epoch', '1', '--eval-interval', '0', '--sample', '20',
+            '--dropout', '0.2', '--seed', '1', '--out-dir', str(tmp_path / 'out')]
+
+
+@needs_mpi
+def test_the_char_script_runs_on_two_processes_and_rank_0_alone_writes(tmp_path):
+    r = ok(launch(2, *char_args(tmp_path), program=CHAR_SCRIPT))
+    assert r.stdout.count('| end |') == 1 and r.stdout.count('-- sample') == 1
+    assert 'data-parallel: 2 processes over MPI' in r.stdout
+    with open(tmp_path / 'out' / 'log.jsonl') as f:
+        assert [json.loads(line)['event'] for line in f] == ['start', 'epoch', 'end']     # written once
+
+
+@needs_mpi
+def test_sentence_mode_on_two_processes_is_one_line(tmp_path):
+    r = launch(2, *char_args(tmp_path), '--sentences', program=CHAR_SCRIPT)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ('error: --sentences does not run on several processes (its batches vary in size): '
+                                'run it as one process, without mpiexec')
+
+
+# -- bad input --------------------------------------------------------------------------
+
+
+@needs_mpi
+@pytest.mark.parametrize('flag, value', [('--batch-size', '3'), ('--eval-batch-size', '3')])
+def test_a_batch_the_ranks_cannot_share_is_one_line(tmp_path, shared_data, flag, value):
+    args = tiny_script_args(shared_data, str(tmp_path))
+    args[args.index(flag) + 1] = value
+    r = launch(2, *args, program=SCRIPT, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f'error: {flag} 3 is not divisible by the 2 processes (each takes an equal '
+                                f'block of rows): use a multiple of 2')
+    assert not os.path.exists(os.path.join(str(tmp_path), 'log.jsonl'))
+
+
+@needs_mpi
+def test_more_ranks_on_a_node_than_gpus_is_one_line(tmp_path, shared_data):
+    r = launch(2, *tiny_script_args(shared_data, str(tmp_path)), '--gpu', program=SCRIPT, timeout=60,
+               extra_env={'PYTHONPATH': FAKE_CUPY + os.pathsep + ROOT})       # the stand-in CuPy: 1 GPU
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(r'error: 2 processes on \S+ but 1 GPU: start at most 1 per node '
+                                            r'\(one GPU each\)', lines[0]), r.stderr
+
+
+def test_mpiexec_without_a_working_mpi4py_is_one_line(tmp_path, shared_data):
+    broken = tmp_path / 'broken'
+    (broken / 'mpi4py').mkdir(parents=True)
+    (broken / 'mpi4py' / '__init__.py').write_text("raise ImportError('libmpi.so.12: cannot open shared object')\n")
+    args = tiny_script_args(shared_data, str(tmp_path / 'out'))
+    for rank in ('0', '1'):       # as mpiexec starts them: only rank 0 says it
+        r = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                           env=env(PMI_SIZE='2', PMI_RANK=rank, PYTHONPATH=f'{broken}{os.pathsep}{ROOT}'))
+        assert r.returncode == 2
+        expected = ("error: started by an MPI launcher with 2 processes but mpi4py cannot be loaded (ImportError: "
+                    "libmpi.so.12: cannot open shared object): pip install mpi4py mpich (or pip install -e '.[mpi]')")
+        assert r.stderr.strip() == (expected if rank == '0' else '')
+
+
+@needs_mpi
+def test_the_benchmark_runs_one_and_two_processes(tmp_path):
+    out = tmp_path / 'bench.json'
+    ok(launch(0, '--tiny', '--iters', '2', '--json', out, program=os.path.join(ROOT, 'scripts', 'bench_mpi.py')))
+    result = json.loads(out.read_text())
+    assert result['one_process_2_threads']['processes'] == 1 and result['two_processes_1_thread']['processes'] == 2
+    two = result['two_processes_1_thread']
+    assert two['bytes'] == 4 * two['params'] and two['grad_step_s'] > 0 and two['allreduce_alone_s'] > 0
+
+
+# -- the pieces, in one process ----------------------------------------------------------
+
+
+def test_one_process_without_mpi_uses_the_single_process_communicator(monkeypatch):
+    from common import distributed
+    from common.errors import ConfigError
+    assert distributed.launched_size({}) == 1
+    assert distributed.launched_size({'PMI_SIZE': '4'}) == 4
+    assert distributed.launched_size({'OMPI_COMM_WORLD_SIZE': '3'}) == 3
+    assert distributed.launched_size({'MPI_LOCALNRANKS': '2'}) == 1          # a node's count, not the job's
+    assert distributed.launched_rank({'OMPI_COMM_WORLD_RANK': '2'}) == 2
+    monkeypatch.setenv('DLFS_MPI_TIMEOUT', 'soon')
+    with pytest.raises(ConfigError, match="DLFS_MPI_TIMEOUT='soon' is not a positive number"):
+        distributed.mpi_timeout()
+    monkeypatch.setattr(distributed, '_world', None)
+    world = distributed.world()
+    assert isinstance(world, distributed.SingleProcess) and world.is_root
+    assert world.rows(20) == slice(0, 20)
+    flat = numpy.arange(4.0)
+    assert world.allreduce_mean_(flat) is flat and flat.tolist() == [0, 1, 2, 3]
+
+
+def test_grad_bucket_packs_and_unpacks_every_gradient(rng):
+    from common.data_parallel import GradBucket
+    grads = [rng.standard_normal(s).astype(numpy.float32) for s in ((3, 4), (5,), (2, 2, 2))]
+    want = [g.copy() for g in grads]
+    bucket = GradBucket(grads)
+    flat = bucket.pack(grads)
+    assert flat.shape == (12 + 5 + 8,) and flat.dtype == numpy.float32
+    flat *= 2
+    bucket.unpack(grads)
+    for g, w in zip(grads, want):
+        assert numpy.array_equal(g, 2 * w)
+
+
+def test_row_blocks_draw_the_masks_of_the_whole_batch():
+    from common import np as backend
+    from common.layers import dropout_mask
+    backend.seed(5)
+    whole = dropout_mask((4, 3, 2), 0.5, numpy.float32)
+    blocks = []
+    for rows in (slice(0, 2), slice(2, 4)):
+        backend.seed(5)
+        backend.share_rows(rows, 4)
+        try:
+            blocks.append(dropout_mask((2, 3, 2), 0.5, numpy.float32))
+            with pytest.raises(ValueError):
+                dropout_mask((3, 3, 2), 0.5, numpy.float32)
+        finally:
+            backend.share_rows(None, None)
+    assert numpy.array_equal(numpy.concatenate(blocks), whole)
+
+
+NCCL_PROGRAM = r'''
+import sys, types, json
+import numpy
+from common import config
+config.GPU = True
+from common.np import np                       # the stand-in CuPy
+from common import distributed
+from common.data_parallel import AllReduceGrads
+
+calls = []
+nccl = types.SimpleNamespace(NCCL_FLOAT32='f32', NCCL_FLOAT64='f64', NCCL_FLOAT16='f16', NCCL_SUM='sum')
+class Comm:
+    def allReduce(self, send, recv, count, dtype, op, stream):
+        calls.append(['allReduce', count, dtype, op, stream])
+        flats[0] *= 2                          # what a second rank with the same gradients adds
+    def bcast(self, ptr, count, dtype, root, stream):
+        calls.append(['bcast', count, dtype, root, stream])
+gpus = distributed.NcclCollectives(nccl, Comm(), 2)
+gpus.pointer = lambda a: 1234
+gpus.stream = lambda: 7
+flats = []
+class Ranks(distributed.SingleProcess):
+    size = 2
+    def allreduce_mean_(self, flat):
+        flats[:] = [flat]
+        return gpus.allreduce_mean_(flat)
+model = types.SimpleNamespace(grads=[np.ones((3, 4), dtype='float32'), np.full((5,), 3.0, dtype='float32')])
+AllReduceGrads(Ranks())(types.SimpleNamespace(model=model))
+gpus.bcast_arrays(model.grads)
+print(json.dumps({'calls': calls, 'grads': [g.get().tolist() for g in model.grads],
+                  'device': type(model.grads[0]).__module__}))
+'''
+
+
+def test_nccl_path_reduces_one_flat_device_buffer_on_the_current_stream():
+    r = subprocess.run([sys.executable, '-c', NCCL_PROGRAM], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env=env(PYTHONPATH=FAKE_CUPY + os.pathsep + ROOT))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out['device'].startswith('cupy')
+    assert out['calls'] == [['allReduce', 17, 'f32', 'sum', 7], ['bcast', 12, 'f32', 0, 7], ['bcast', 5, 'f32', 0, 7]]
+    assert out['grads'] == [[[1.0] * 4] * 3, [3.0] * 5]          # summed over 2 ranks, divided by 2
