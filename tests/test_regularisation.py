@@ -235,3 +235,60 @@ def test_variable_bptt_windows_advance_together_and_scale_the_learning_rate():
         np.testing.assert_array_equal(s, corpus[offsets + start])
     again = window_lengths(np.random.default_rng([5, 0]), len(lengths), 10)
     np.testing.assert_array_equal(again, lengths)          # a resumed epoch finds the same windows
+
+
+# -- in a run: NT-ASGD's average is validated, saved, checkpointed and resumed ---
+
+def asgd_run(tmp_path, max_epoch, resume=None, lr=3.0):
+    from common.settings import TrainSettings
+    from common.training import make_sgd, train_with_validation
+    rng = np.random.default_rng(7)
+    train, valid = rng.integers(0, 12, 1201).astype(np.int32), rng.integers(0, 12, 301).astype(np.int32)
+    np.random.seed(1)
+    model = Rnnlm(12, 8, 8, num_layers=1, cell='lstm', locked_dropout=True, dropout_ratio=0.1, weight_drop=0.3,
+                  embed_dropout=0.1, ar_alpha=1.0, tar_beta=1.0)
+    s = TrainSettings(batch_size=4, time_size=10, eval_interval=0, eval_batch_size=3, max_grad=1.0, lr_decay=1.0,
+                      max_epoch=max_epoch, asgd_nonmono=1, variable_bptt=True, seed=4, out_dir=str(tmp_path),
+                      checkpoint_path=str(tmp_path / 'c.npz'), save_path=str(tmp_path / 'm.npz'))
+    opt = make_sgd(lr, s)
+    result = train_with_validation(model, opt, (train, valid, valid), s, resume=resume)
+    return model, opt, result
+
+
+def test_asgd_average_is_what_a_run_validates_saves_and_resumes_bit_identical(tmp_path):
+    """Random ids: nothing to learn, so valid gets worse and averaging starts; a run stopped after two
+    epochs and resumed ends exactly where the uninterrupted one does, average included."""
+    from common.checkpoint import load_checkpoint
+    from common.fileio import load_npz
+    model, opt, result = asgd_run(tmp_path / 'a', 6)
+    log = [__import__('json').loads(line) for line in open(tmp_path / 'a' / 'log.jsonl')]
+    assert opt.averaging and opt.avg_count > 0 and any(r['event'] == 'asgd_start' for r in log)
+    saved, _ = load_npz(str(tmp_path / 'a' / 'm.npz'))
+    best_epoch = int(np.argmin(result['history']['valid']))
+    start = next(r['epoch'] for r in log if r['event'] == 'asgd_start')
+    assert best_epoch + 1 > start       # the best epoch came after the trigger: the file holds an average
+    ck = load_checkpoint(str(tmp_path / 'a' / 'c.npz'))
+    assert not np.array_equal(saved['param_001'], ck.arrays['param_001'])
+    # the model ends with the best (averaged) weights; test perplexity is theirs
+    for p, s in zip(model.params, saved.values()):
+        np.testing.assert_array_equal(p, s)
+
+    asgd_run(tmp_path / 'b', 2)
+    ck = load_checkpoint(str(tmp_path / 'b' / 'c.npz'))
+    resumed, opt2, result2 = asgd_run(tmp_path / 'b', 6, resume=ck)
+    for p, q in zip(model.params, resumed.params):
+        np.testing.assert_array_equal(p, q)
+    for a, b in zip(opt.avg, opt2.avg):
+        np.testing.assert_array_equal(a, b)
+    assert (opt.checks, opt.avg_count) == (opt2.checks, opt2.avg_count)
+    assert result2['test_ppl'] == result['test_ppl']
+
+
+def test_asgd_needs_the_asgd_optimizer(tmp_path):
+    from common.errors import ConfigError
+    from common.settings import TrainSettings
+    from common.training import train_with_validation
+    corpus = np.arange(500) % 7
+    with pytest.raises(ConfigError, match='asgd_nonmono needs the ASGD optimizer'):
+        train_with_validation(Rnnlm(7, 4, 4), SGD(1.0), (corpus, corpus, None),
+                              TrainSettings(asgd_nonmono=3, batch_size=2, time_size=5, out_dir=str(tmp_path)))
