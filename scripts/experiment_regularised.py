@@ -2,7 +2,8 @@
 
     python scripts/experiment_regularised.py                       # PTB-mini, everything (≈ 1 h on 2 cores)
     python scripts/experiment_regularised.py --only book,regularised --jobs 2
-    python scripts/experiment_regularised.py --corpus wikitext-2 --seconds 600 --only book,regularised
+    python scripts/experiment_regularised.py --corpus wikitext-2 --seconds 600 --book-seconds 600 \
+        --only book,regularised
 
 Corpora, built from real files in --data-dir (default $DLFS_DATA_DIR, then ../shared/data):
 
@@ -74,9 +75,11 @@ def corpus_files(name, data_dir, out):
     return (train, *paths)
 
 
-def variants(seconds, ablation_epochs):
+def variants(seconds, ablation_epochs, book_seconds=None):
     """name -> (flags, budget description)."""
-    v = {'book': (SIZE + ['--lr', '20', '--dropout', '0.5', '--max-epoch', '12'], '12 epochs'),
+    book = SIZE + ['--lr', '20', '--dropout', '0.5', '--max-epoch', '12']
+    v = {'book': (book + ['--max-seconds', str(book_seconds)], f'12 epochs or {book_seconds:g} s') if book_seconds
+         else (book, '12 epochs'),
          'regularised': (SIZE + ['--recipe', 'regularised', '--max-epoch', '100000', '--max-seconds', str(seconds)],
                          f'{seconds:g} s')}
     wide = [f if f != '200' else '400' for f in v['regularised'][0]]
@@ -176,6 +179,8 @@ def main(argv=None):
     p.add_argument('--corpus', choices=['ptb-mini', 'wikitext-2'], default='ptb-mini')
     p.add_argument('--data-dir', default=os.environ.get('DLFS_DATA_DIR', os.path.abspath(os.path.join(ROOT, '..', 'shared', 'data'))))
     p.add_argument('--seconds', type=float, default=1200, help='training budget of the regularised recipe')
+    p.add_argument('--book-seconds', type=float, help='also stop the book recipe after this much training '
+                                                      '(for a larger corpus: the same budget as the other)')
     p.add_argument('--ablation-epochs', type=int, default=10, help='training budget of each ablation run')
     p.add_argument('--only', help='comma-separated variants (default: all): book, regularised, '
                                   'regularised-h400, regularised-short, ' + ', '.join(f'no-{k}' for k in PIECES))
@@ -186,7 +191,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = os.path.join(args.out, args.corpus)
     files = corpus_files(args.corpus, args.data_dir, os.path.join(out, 'data'))
-    todo = variants(args.seconds, args.ablation_epochs)
+    todo = variants(args.seconds, args.ablation_epochs, args.book_seconds)
     if args.only:
         todo = {k: todo[k] for k in args.only.split(',')}
     results_path = os.path.join(out, 'results.json')
@@ -194,7 +199,7 @@ def main(argv=None):
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda kv: run_variant(kv[0], kv[1][0], files, out), todo.items()))
     # every variant run so far (by this or an earlier call), from what the runs wrote
-    everything = variants(args.seconds, args.ablation_epochs)
+    everything = variants(args.seconds, args.ablation_epochs, args.book_seconds)
     results = {name: dict(collect(name, out), budget=everything[name][1]) for name in everything
                if os.path.exists(os.path.join(out, name, 'run.json'))}
     with open(results_path, 'w') as f:

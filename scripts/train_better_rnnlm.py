@@ -38,7 +38,7 @@ HELP = {'lr': 'SGD learning rate (10 is stable for GRU; the book used 20 for LST
 #: ``regularised`` the AWD-LSTM recipe as measured in docs/regularisation.md.
 RECIPES = {
     'book': {},
-    'regularised': dict(cell='lstm', lr=30.0, locked_dropout=True, dropout_input=0.4, dropout_hidden=0.25,
+    'regularised': dict(cell='lstm', lr=30.0, locked_dropout=True, dropout_input=0.65, dropout_hidden=0.3,
                         dropout_output=0.4, embed_dropout=0.1, weight_drop=0.5, ar_alpha=2.0, tar_beta=1.0,
                         asgd_nonmono=5, variable_bptt=True, lr_decay=1.0),
 }
