@@ -18,7 +18,8 @@ runs go side by side). Variants:
 
 * ``book``: the chapter-6 recipe at H = 200 (lr 20, clip 0.25, dropout 0.5), 12 epochs;
 * ``regularised``: ``--recipe regularised`` for ``--seconds`` of training;
-  ``regularised-h400`` the same with H = 400;
+  ``regularised-h400`` the same with H = 400, ``regularised-ptb-dropouts`` with
+  the input dropouts of AWD-LSTM's PTB command (0.4 and 0.25);
 * ``no-<piece>``: the regularised recipe without one piece, for
   ``--ablation-epochs`` each (the same budget for every ablation, and a
   ``regularised-short`` run of that budget to compare with). Epochs, not
@@ -84,6 +85,9 @@ def variants(seconds, ablation_epochs, book_seconds=None):
                          f'{seconds:g} s')}
     wide = [f if f != '200' else '400' for f in v['regularised'][0]]
     v['regularised-h400'] = (wide, f'{seconds:g} s')
+    # AWD-LSTM's PTB command line has weaker input dropouts than its defaults (the recipe's)
+    v['regularised-ptb-dropouts'] = (v['regularised'][0] + ['--dropout-input', '0.4', '--dropout-hidden', '0.25'],
+                                     f'{seconds:g} s')
     short = SIZE + ['--recipe', 'regularised', '--max-epoch', str(ablation_epochs)]
     v['regularised-short'] = (short, f'{ablation_epochs} epochs')
     for piece, off in PIECES.items():
@@ -150,7 +154,7 @@ def plot(results, path, title):
         if not r['curve']:
             continue
         e, s, v = zip(*r['curve'])
-        style = '-' if name in ('book', 'regularised') else ':'
+        style = '-' if name in ('book', 'regularised') else '--' if name.startswith('regularised') else ':'
         axes[0].plot(s, v, style, label=name)
         axes[1].plot(e, v, style, label=name)
     for ax, xlabel in zip(axes, ('training seconds', 'epochs')):
@@ -183,7 +187,7 @@ def main(argv=None):
                                                       '(for a larger corpus: the same budget as the other)')
     p.add_argument('--ablation-epochs', type=int, default=10, help='training budget of each ablation run')
     p.add_argument('--only', help='comma-separated variants (default: all): book, regularised, '
-                                  'regularised-h400, regularised-short, ' + ', '.join(f'no-{k}' for k in PIECES))
+                                  'regularised-h400, regularised-ptb-dropouts, regularised-short, ' + ', '.join(f'no-{k}' for k in PIECES))
     p.add_argument('--jobs', type=int, default=2, help='runs side by side (one thread each)')
     p.add_argument('--report', action='store_true', help='run nothing: write results.json and curves.png '
                                                          'from the runs already in --out')
