@@ -84,8 +84,11 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
     if s.asgd_nonmono and not hasattr(optimizer, 'averaged'):
-        raise ConfigError(f"asgd_nonmono needs the ASGD optimizer, not {type(optimizer).__name__}: build it with "
-                          f"common.training.make_sgd(lr, settings)")
+        raise ConfigError(f"--asgd-nonmono averages SGD, not {type(optimizer).__name__}: use SGD (in code: "
+                          f"common.training.make_sgd(lr, settings)) or leave averaging off")
+    if s.variable_bptt and trainer is not None and not isinstance(trainer, VariableBpttTrainer):
+        raise ConfigError(f"--variable-bptt draws windows of the book's batching, which {type(trainer).__name__} "
+                          f"does not use: leave it off")
     evaluate = evaluate or functools.partial(eval_perplexity, batch_size=s.eval_batch_size, time_size=s.time_size)
     if trainer is None:
         trainer = (VariableBpttTrainer(model, optimizer, seed=s.seed or 0) if s.variable_bptt

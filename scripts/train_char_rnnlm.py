@@ -123,7 +123,11 @@ def main(argv=None):
     print(f'model: {model.describe()}, {model.param_count():,} parameters, '
           f"backend {'CuPy (GPU)' if backend.GPU else 'NumPy (CPU)'}", flush=True)
 
-    optimizer = make_optimizer(args.optimizer, args.lr)
+    if args.optimizer == 'sgd':
+        from common.training import make_sgd
+        optimizer = make_sgd(args.lr, settings)        # NT-ASGD with --asgd-nonmono
+    else:
+        optimizer = make_optimizer(args.optimizer, args.lr)
     trainer = evaluate = None
     if args.sentences:
         trainer = SentenceTrainer(model, optimizer, vocab.bos)

@@ -289,6 +289,19 @@ def test_asgd_needs_the_asgd_optimizer(tmp_path):
     from common.settings import TrainSettings
     from common.training import train_with_validation
     corpus = np.arange(500) % 7
-    with pytest.raises(ConfigError, match='asgd_nonmono needs the ASGD optimizer'):
+    with pytest.raises(ConfigError, match='--asgd-nonmono averages SGD, not SGD'):
         train_with_validation(Rnnlm(7, 4, 4), SGD(1.0), (corpus, corpus, None),
                               TrainSettings(asgd_nonmono=3, batch_size=2, time_size=5, out_dir=str(tmp_path)))
+
+
+def test_variable_bptt_refuses_a_trainer_with_other_batching(tmp_path):
+    from common.errors import ConfigError
+    from common.sentences import SentenceTrainer
+    from common.settings import TrainSettings
+    from common.training import train_with_validation
+    corpus = np.arange(500) % 7
+    model = Rnnlm(7, 4, 4)
+    with pytest.raises(ConfigError, match='--variable-bptt draws windows of the book'):
+        train_with_validation(model, SGD(1.0), (corpus, corpus, None),
+                              TrainSettings(variable_bptt=True, batch_size=2, time_size=5, out_dir=str(tmp_path)),
+                              trainer=SentenceTrainer(model, SGD(1.0), 0))
