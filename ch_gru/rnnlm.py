@@ -5,11 +5,16 @@ from common.np import *  # noqa: F401,F403
 from common import np as backend
 from common.base_model import BaseModel
 from common.errors import ConfigError
+from common.regularisation import ActivationRegularisation, EmbeddingDropout, LockedDropout, WeightDrop
 from common.time_layers import (TimeAffine, TimeDropout, TimeEmbedding, TimeGRU, TimeLSTM, TimeRNN,
                                 TimeSoftmaxWithLoss)
 
 #: cell name -> (Time layer, number of gate blocks stacked in Wx, Wh and b)
 CELLS = {'gru': (TimeGRU, 3), 'lstm': (TimeLSTM, 4), 'rnn': (TimeRNN, 1)}
+
+#: The regularisation options (common/regularisation.py) and their book values: off.
+REGULARISATION = dict(locked_dropout=False, dropout_input=None, dropout_hidden=None, dropout_output=None,
+                      embed_dropout=0.0, weight_drop=0.0, ar_alpha=0.0, tar_beta=0.0)
 
 
 class Rnnlm(BaseModel):
@@ -21,16 +26,33 @@ class Rnnlm(BaseModel):
     parameter, one gradient, listed once in ``params``/``grads``.
     ``dtype`` is float32 for training, float64 for gradient checks.
     Initial weights come from ``numpy.random`` (seed it for reproducible runs).
+
+    The AWD-LSTM regularisers (:mod:`common.regularisation`), all off by
+    default (the book's model), work with every cell:
+
+    * ``locked_dropout``: the dropouts are :class:`LockedDropout` (one mask
+      per sequence) instead of :class:`TimeDropout`; ``dropout_input``
+      (embedding output), ``dropout_hidden`` (between layers) and
+      ``dropout_output`` (last layer's output) set their ratios, each
+      ``dropout_ratio`` when None;
+    * ``embed_dropout``: words dropped from the embedding (:class:`EmbeddingDropout`);
+    * ``weight_drop``: DropConnect on every Wh (:class:`WeightDrop`);
+    * ``ar_alpha``, ``tar_beta``: AR and TAR on the last layer's outputs
+      (:class:`ActivationRegularisation`), added to the training loss.
+
+    ``config`` lists the options that differ from the book's.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, num_layers=2, dropout_ratio=0.5,
-                 cell='gru', tie_weights=True, dtype='float32'):
+                 cell='gru', tie_weights=True, dtype='float32', **regularisation):
         super().__init__()
         V, D, H, L = vocab_size, wordvec_size, hidden_size, num_layers
         check_model_options(V, D, H, L, dropout_ratio, cell, tie_weights, dtype)
+        reg = check_regularisation(regularisation)
         self.config = dict(vocab_size=V, wordvec_size=D, hidden_size=H, num_layers=L,
                            dropout_ratio=dropout_ratio, cell=cell, tie_weights=tie_weights,
                            dtype=numpy.dtype(dtype).name)
+        self.config.update({k: v for k, v in reg.items() if v != REGULARISATION[k]})
         rn = numpy.random.randn
         dt = numpy.dtype(dtype)
 
@@ -39,8 +61,10 @@ class Rnnlm(BaseModel):
 
         Layer, gates = CELLS[cell]
         embed_W = param(rn(V, D) / 100)
-        self.embed = TimeEmbedding(embed_W)
-        self.dropouts = [TimeDropout(dropout_ratio)]
+        self.embed = EmbeddingDropout(embed_W, reg['embed_dropout']) if reg['embed_dropout'] else TimeEmbedding(embed_W)
+        Dropout = LockedDropout if reg['locked_dropout'] else TimeDropout
+        ratios = [reg['dropout_input']] + [reg['dropout_hidden']] * (L - 1) + [reg['dropout_output']]
+        self.dropouts = [Dropout(dropout_ratio if r is None else r) for r in ratios]
         self.rnn_layers = []
         in_size = D
         for _ in range(L):
@@ -48,8 +72,12 @@ class Rnnlm(BaseModel):
             Wh = param(rn(H, gates * H) / numpy.sqrt(H))
             b = param(numpy.zeros(gates * H))
             self.rnn_layers.append(Layer(Wx, Wh, b, stateful=True))
-            self.dropouts.append(TimeDropout(dropout_ratio))
             in_size = H
+        # The layers forward runs: each recurrent layer, or its weight-dropped wrapper.
+        self.recurrent = ([WeightDrop(layer, reg['weight_drop']) for layer in self.rnn_layers]
+                          if reg['weight_drop'] else self.rnn_layers)
+        self.activation_reg = (ActivationRegularisation(reg['ar_alpha'], reg['tar_beta'])
+                               if reg['ar_alpha'] or reg['tar_beta'] else None)
         affine_b = param(numpy.zeros(V))
         if tie_weights:
             # One parameter, two uses. Backward runs the affine layer first: it
@@ -72,23 +100,38 @@ class Rnnlm(BaseModel):
 
     def predict(self, xs, train_flg=False):
         """Scores (N, T, V) for ids xs (N, T); dropout only when train_flg."""
-        for dropout in self.dropouts:
-            dropout.train_flg = train_flg
+        for layer in [*self.dropouts, self.embed, *self.recurrent, self.activation_reg]:
+            if hasattr(layer, 'train_flg'):
+                layer.train_flg = train_flg
         h = self.dropouts[0].forward(self.embed.forward(xs))
-        for layer, dropout in zip(self.rnn_layers, self.dropouts[1:]):
-            h = dropout.forward(layer.forward(h))
+        for layer, dropout in zip(self.recurrent, self.dropouts[1:]):
+            self.last_hs = layer.forward(h)
+            h = dropout.forward(self.last_hs)
+        self.last_dropped = h
         return self.affine.forward(h)
 
     def forward(self, xs, ts, train_flg=True):
-        """Mean cross-entropy of predicting ts from xs (a backend scalar)."""
+        """Mean cross-entropy of predicting ts from xs (a backend scalar); in
+        training plus the AR and TAR terms when the model has them."""
         score = self.predict(xs, train_flg)
-        return self.loss_layer.forward(score, ts)
+        loss = self.loss_layer.forward(score, ts)
+        if self.activation_reg is not None and train_flg:
+            loss = loss + self.activation_reg.forward(self.last_hs, self.last_dropped)
+        return loss
 
     def backward(self, dout=1):
+        d_tar, d_ar = self.activation_reg.backward() if self.activation_reg is not None else (None, None)
+        if d_ar is not None and not (isinstance(dout, (int, float)) and dout == 1):
+            d_tar, d_ar = d_tar * dout, d_ar * dout
         dout = self.loss_layer.backward(dout)
         dout = self.affine.backward(dout)
-        for layer, dropout in zip(reversed(self.rnn_layers), reversed(self.dropouts[1:])):
-            dout = layer.backward(dropout.backward(dout))
+        if d_ar is not None:
+            dout = dout + d_ar                 # AR: on the last layer's output after dropout
+        for i, (layer, dropout) in enumerate(zip(reversed(self.recurrent), reversed(self.dropouts[1:]))):
+            dout = dropout.backward(dout)
+            if i == 0 and d_tar is not None:
+                dout = dout + d_tar            # TAR: on the same output before dropout
+            dout = layer.backward(dout)
         self.embed.backward(self.dropouts[0].backward(dout))
 
     def reset_state(self):
@@ -125,6 +168,23 @@ def load_model(path, dtype=None):
                               f"use a file written by save_params of this framework") from None
     model.set_params_from_host(arrays, meta, source=path)
     return model, meta
+
+
+def check_regularisation(options):
+    """The regularisation options, defaults filled in; ConfigError for an unknown or bad one."""
+    unknown = set(options) - set(REGULARISATION)
+    if unknown:
+        raise ConfigError(f"unknown model option(s) {', '.join(sorted(unknown))}: choose from "
+                          f"{', '.join(REGULARISATION)}")
+    reg = {**REGULARISATION, **options}
+    for name in ('dropout_input', 'dropout_hidden', 'dropout_output', 'embed_dropout', 'weight_drop'):
+        value = reg[name]
+        if value is not None and not 0 <= value < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+    for name in ('ar_alpha', 'tar_beta'):
+        if not reg[name] >= 0:
+            raise ConfigError(f"{name} must be non-negative, got {reg[name]!r}")
+    return reg
 
 
 def check_model_options(V, D, H, L, dropout_ratio, cell, tie_weights, dtype):

@@ -55,8 +55,8 @@ class TrainingState:
 # -- optimizer, hidden states, in-memory snapshots ------------------------------
 
 def optimizer_state(optimizer, convert):
-    """The optimizer's public attributes: numbers, strings and None as they
-    are; arrays and lists of arrays (its slots) passed through ``convert``
+    """The optimizer's public attributes: numbers, strings, None and lists of
+    numbers as they are; arrays and lists of arrays (its slots) passed through ``convert``
     (a device copy for a snapshot, a host copy for a file). Attributes
     starting with '_' are taken to be caches and left out."""
     values, slots = {}, {}
@@ -65,6 +65,8 @@ def optimizer_state(optimizer, convert):
             continue
         if value is None or isinstance(value, (bool, int, float, str)):
             values[name] = value
+        elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+            values[name] = list(value)          # e.g. ASGD's validation checks
         elif isinstance(value, numpy.generic):
             values[name] = value.item()
         elif hasattr(value, 'shape'):
@@ -84,7 +86,7 @@ def set_optimizer_state(optimizer, state, source='the checkpoint'):
         raise CheckpointError(f"{source} was written with the {state['class']} optimizer but this run uses "
                               f"{type(optimizer).__name__}: resume with the optimizer it was saved with")
     for name, value in state['values'].items():
-        setattr(optimizer, name, value)
+        setattr(optimizer, name, list(value) if isinstance(value, list) else value)
     for name, value in state['slots'].items():
         current = getattr(optimizer, name, None)
         if isinstance(value, list):

@@ -1,5 +1,7 @@
 """Optimizers with the book's API: ``update(params, grads)`` changes every
 parameter array in place (so tied views of a parameter stay tied)."""
+import contextlib
+
 from common.np import *  # noqa: F401,F403
 from common import np as backend
 
@@ -87,3 +89,72 @@ class Adam:
             v += (1 - self.beta2) * (grad * grad - v)
             param -= lr_t * m / (np.sqrt(v) + 1e-7)
 
+
+
+class ASGD(SGD):
+    """Non-monotonically triggered averaged SGD (NT-ASGD, Merity et al. 2017).
+
+    Every update is SGD's, p ← p − lr · g. The optimizer is told each
+    validation loss L_k (:meth:`observe`, k = 1, 2, ...); averaging starts at
+    the first check that is worse than the best of those more than
+    ``nonmono`` checks before it (AWD-LSTM's rule):
+
+        k > n + 1  and  L_k > min(L_1, ..., L_{k−n−1})    (n = nonmono)
+
+    From then on, after every update m = 1, 2, ...:
+
+        a ← p (m = 1);   a ← a + (p − a) / m             a = mean of p over the m updates
+
+    which is ``torch.optim.ASGD(lambd=0, t0=-1)`` (AWD-LSTM's t0=0 leaves
+    out the first update after the trigger). The average is what a run
+    validates, saves and tests (:meth:`averaged`); training goes on from p.
+    ``nonmono = 0`` never averages (plain SGD). ``avg`` (list of arrays like
+    the parameters, None before the trigger), ``avg_count``, ``averaging`` and
+    ``checks`` are the state a checkpoint saves.
+    """
+
+    def __init__(self, lr=0.01, nonmono=5):
+        super().__init__(lr)
+        self.nonmono = nonmono
+        self.checks = []
+        self.averaging = False
+        self.avg = None
+        self.avg_count = 0
+
+    def observe(self, valid_loss):
+        """Record a validation check; returns True when it starts averaging."""
+        n, checks = self.nonmono, self.checks
+        start = not self.averaging and n > 0 and len(checks) > n and valid_loss > min(checks[:-n])
+        checks.append(float(valid_loss))
+        if start:
+            self.averaging = True
+        return start
+
+    def update(self, params, grads):
+        super().update(params, grads)
+        if not self.averaging:
+            return
+        self.avg_count += 1
+        if self.avg is None or self.avg_count == 1:
+            self.avg = [p.copy() for p in params]
+            return
+        rate = 1.0 / self.avg_count
+        for a, p in zip(self.avg, params):
+            a += (p - a) * rate
+
+    @contextlib.contextmanager
+    def averaged(self, params):
+        """Inside, ``params`` (the list :meth:`update` gets) hold the averaged
+        weights; afterwards their own values again, bit for bit. Before the
+        trigger, nothing changes."""
+        if self.avg is None:
+            yield
+            return
+        saved = [p.copy() for p in params]
+        for p, a in zip(params, self.avg):
+            p[...] = a
+        try:
+            yield
+        finally:
+            for p, s in zip(params, saved):
+                p[...] = s

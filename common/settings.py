@@ -14,6 +14,7 @@ parses its flags before it chooses the backend.
 import math
 import numbers
 import os
+from argparse import BooleanOptionalAction
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -43,6 +44,9 @@ class TrainSettings:
     save_path: Optional[str] = None        # the best parameters
     checkpoint_path: Optional[str] = None
     resume_lr: Optional[float] = None      # on resume, this learning rate instead of the checkpoint's
+    seed: Optional[int] = None             # the run's --seed (here: the variable BPTT lengths' generator)
+    asgd_nonmono: int = 0                  # NT-ASGD: average once valid is worse than N checks ago; 0: never
+    variable_bptt: bool = False            # draw each window's length around time_size, lr scaled by it
 
     #: Settings that may change on resume without a remark: where files go.
     PLACES = ('out_dir', 'save_path', 'checkpoint_path', 'resume_lr')
@@ -73,7 +77,7 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ('eval_interval', 'valid_interval', 'grad_norm_interval'):
+        for name in ('eval_interval', 'valid_interval', 'grad_norm_interval', 'asgd_nonmono'):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer (0: none), got {value!r}")
@@ -105,7 +109,8 @@ def add_training_flags(parser, defaults, helps=None):
     """Declare the flags every training script shares, with this script's
     ``defaults`` (flag name without dashes -> value: lr, lr_decay,
     lr_epoch_factor, max_grad, batch_size, time_size, max_epoch,
-    eval_interval, eval_batch_size, out_dir, model_file) and ``helps``
+    eval_interval, eval_batch_size, out_dir, model_file; optional
+    asgd_nonmono, variable_bptt) and ``helps``
     (the same keys -> help text) where a script says more. Returns the
     'training' group, for a script's own training flags."""
     d, h = defaults, {**TRAINING_HELP, **(helps or {})}
@@ -123,6 +128,10 @@ def add_training_flags(parser, defaults, helps=None):
     g.add_argument('--valid-interval', type=nonnegative_int, default=0, help=h['valid_interval'])
     g.add_argument('--grad-norm-interval', type=nonnegative_int, default=0, help=h['grad_norm_interval'])
     g.add_argument('--eval-batch-size', type=positive_int, default=d['eval_batch_size'], help=h['eval_batch_size'])
+    g.add_argument('--asgd-nonmono', type=nonnegative_int, default=d.get('asgd_nonmono', 0), metavar='N',
+                   help=h['asgd_nonmono'])
+    g.add_argument('--variable-bptt', action=BooleanOptionalAction, default=d.get('variable_bptt', False),
+                   help=h['variable_bptt'])
     g.add_argument('--seed', type=int, default=None, help=h['seed'])
     g.add_argument('--gpu', action='store_true', help='run on CUDA through CuPy')
     out = parser.add_argument_group('output')
@@ -148,5 +157,10 @@ TRAINING_HELP = {
     'grad_norm_interval': 'write the gradient norm (before clipping) to log.jsonl every N iterations (0: never)',
     'eval_batch_size': 'batch size of evaluation',
     'seed': 'random seed (weights, dropout, batch order)',
+    'asgd_nonmono': 'NT-ASGD (averaged SGD): start averaging the weights once the valid perplexity of an epoch '
+                    'is worse than the best of those more than N epochs before it; validation, the saved '
+                    'parameters and test then use the average (0: plain SGD, never average)',
+    'variable_bptt': "draw each iteration's window length around --time-size (T with probability 0.95, else "
+                     "T/2; then N(., 5), at least 5) and scale the learning rate by length / T, as AWD-LSTM",
 }
 

@@ -31,6 +31,7 @@ A run loses nothing:
   corpora, token ids outside the vocabulary, non-positive sizes or learning
   rate, output paths that cannot be written, a checkpoint of another run.
 """
+import contextlib
 import functools
 import math
 import os
@@ -44,12 +45,13 @@ from common import np as backend
 from common.checkpoint import (TrainingState, corpus_fingerprint, hidden_states, restore_snapshot,
                                save_checkpoint, snapshot)
 from common.data_parallel import AllReduceGrads, AverageLoss, FollowRoot, split_rows
-from common.errors import DataError, TrainingError, UserError
+from common.errors import ConfigError, DataError, TrainingError, UserError
 from common.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, ProgressBar, TimeBudget, ValidEvery
 from common.plotting import plot_history
 from common.trainer import RnnlmTrainer, describe_ppl
 from common.tying import merge_shared_params
 from common.util import eval_perplexity
+from common.variable_bptt import VariableBpttTrainer
 
 #: The three corpora of a run (1-D id arrays; ``test`` may be None).
 Corpora = namedtuple('Corpora', 'train valid test')
@@ -83,7 +85,12 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
         if corpus is not None:
             check_corpus(corpus, name, vocab_size, s.eval_batch_size, s.time_size, '--eval-batch-size',
                          sentences)
-    trainer = trainer or RnnlmTrainer(model, optimizer)
+    if s.variable_bptt and trainer is not None and not isinstance(trainer, VariableBpttTrainer):
+        raise ConfigError(f"--variable-bptt draws windows of the book's batching, which {type(trainer).__name__} "
+                          f"does not use: leave it off")
+    if trainer is None:
+        trainer = (VariableBpttTrainer(model, optimizer, seed=s.seed or 0) if s.variable_bptt
+                   else RnnlmTrainer(model, optimizer))
     split_rows(comm, trainer, s.batch_size, s.eval_batch_size, sentences)
     data = dict(corpus_fingerprint(corpora.train), batch_size=s.batch_size, time_size=s.time_size)
     merge_shared_params(model)          # before any snapshot or checkpoint lists the parameters
@@ -92,9 +99,26 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     if evaluate is None and comm.size > 1:
         evaluate = functools.partial(data_parallel.eval_perplexity, comm, batch_size=s.eval_batch_size,
                                      time_size=s.time_size)
+    if s.asgd_nonmono and not hasattr(optimizer, 'averaged'):
+        raise ConfigError(f"--asgd-nonmono averages SGD, not {type(optimizer).__name__}: use SGD (in code: "
+                          f"common.training.make_sgd(lr, settings)) or leave averaging off")
     evaluate = evaluate or functools.partial(eval_perplexity, batch_size=s.eval_batch_size, time_size=s.time_size)
     record = Record(vocab, save_meta, options, data)
     return EpochLoop(model, optimizer, corpora, s, trainer, evaluate, record, comm).run(resume, log_extra)
+
+
+def make_sgd(lr, settings):
+    """The SGD optimizer of ``settings``: :class:`common.optimizer.ASGD` (NT-ASGD)
+    when ``asgd_nonmono`` is set, the book's SGD otherwise."""
+    from common.optimizer import ASGD, SGD
+    return ASGD(lr, nonmono=settings.asgd_nonmono) if settings.asgd_nonmono else SGD(lr)
+
+
+def averaged_weights(optimizer, model):
+    """A context in which ``model`` holds the weights a run evaluates and
+    saves: NT-ASGD's average once it started (:meth:`ASGD.averaged`), else its own."""
+    averaged = getattr(optimizer, 'averaged', None)
+    return averaged(model.params) if averaged else contextlib.nullcontext()
 
 
 #: What a run writes beside the parameters: vocabulary, metadata of the saved
@@ -120,7 +144,7 @@ class EpochLoop:
         self.log = JsonLog(os.path.join(out, 'log.jsonl') if root else None)
         self.ctrl_c = CtrlC()
         self.budget = TimeBudget(s.max_seconds) if s.max_seconds else None
-        self.valid_every = ValidEvery(s.valid_interval, evaluate, corpora.valid, self.log, s.unit,
+        self.valid_every = ValidEvery(s.valid_interval, self.evaluate_averaged, corpora.valid, self.log, s.unit,
                                       os.path.join(out, 'curve.png') if root else None) if s.valid_interval else None
         parts = [AverageLoss(comm) if parallel else None, ProgressBar(), self.valid_every,
                  DivergenceWatch(say=False), self.budget, self.ctrl_c, FollowRoot(comm) if parallel else None]
@@ -200,14 +224,27 @@ class EpochLoop:
         """The last good state, kept on the device."""
         return snapshot(self.model, self.optimizer), self.state.copy()
 
+    def evaluate_averaged(self, model, corpus):
+        with averaged_weights(self.optimizer, model):
+            return self.evaluate(model, corpus)
+
     def validate(self):
+        """Valid perplexity of the weights a run keeps (NT-ASGD's average once it started)."""
         self.model.reset_state()
         if self.valid_every:
             ppl = self.valid_every.at_epoch_end(self.trainer)
         else:
-            ppl = self.evaluate(self.model, self.corpora.valid)
+            ppl = self.evaluate_averaged(self.model, self.corpora.valid)
         self.model.reset_state()
         return ppl
+
+    def observe(self, valid_ppl):
+        """Tell NT-ASGD the epoch's validation loss; say when averaging starts."""
+        observe = getattr(self.optimizer, 'observe', None)
+        if observe and observe(math.log(valid_ppl)):
+            print(f'| epoch {self.state.epoch} | valid did not improve on {self.optimizer.nonmono} epochs ago: '
+                  f'averaging the weights (NT-ASGD) from now on', flush=True)
+            self.log.write(event='asgd_start', epoch=self.state.epoch, iters=self.trainer.total_iters)
 
     def end_epoch(self, lr, valid_ppl, partial):
         st, trainer, unit = self.state, self.trainer, self.s.unit
@@ -217,12 +254,14 @@ class EpochLoop:
             st.history[key].append(value)
         if st.best_valid_ppl is None or valid_ppl < st.best_valid_ppl:
             st.best_valid_ppl = valid_ppl
-            self.best_params = [p.copy() for p in self.model.params]
-            if self.s.save_path and self.comm.is_root:
-                self.model.save_params(self.s.save_path, vocab=self.record.vocab, meta=self.record.save_meta)
+            with averaged_weights(self.optimizer, self.model):       # the weights just validated
+                self.best_params = [p.copy() for p in self.model.params]
+                if self.s.save_path and self.comm.is_root:
+                    self.model.save_params(self.s.save_path, vocab=self.record.vocab, meta=self.record.save_meta)
         else:
             self.optimizer.lr /= self.s.lr_decay
         self.optimizer.lr *= self.s.lr_epoch_factor
+        self.observe(valid_ppl)
         self.save()                 # before the epoch line: a printed epoch is a saved epoch
         elapsed = self.elapsed()
         budget = ' | time budget reached' if partial else ''

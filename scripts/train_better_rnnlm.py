@@ -5,6 +5,7 @@
     mpiexec -n 2 python scripts/train_better_rnnlm.py    # data-parallel on 2 processes
     python scripts/train_better_rnnlm.py --cell lstm --lr 20
     python scripts/train_better_rnnlm.py --train-file my.train.txt --valid-file my.valid.txt
+    python scripts/train_better_rnnlm.py --recipe regularised --cell lstm   # AWD-LSTM's regularisation
 
 Each epoch prints train and valid perplexity, the learning rate, elapsed time
 and tokens/s; the learning rate is divided by --lr-decay when valid perplexity
@@ -21,7 +22,10 @@ import os
 import sys
 import time
 
-from common.cli import ArgumentParser, HelpFormatter, check_output_dir, parse_args, positive_int, ratio, run, select_backend
+from argparse import BooleanOptionalAction
+
+from common.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_float, parse_args, positive_int,
+                        ratio, run, select_backend)
 from common.distributed import world
 from common.settings import TrainSettings, add_training_flags
 
@@ -32,8 +36,29 @@ HELP = {'lr': 'SGD learning rate (10 is stable for GRU; the book used 20 for LST
         'seed': 'random seed (weights and dropout)'}
 
 
+#: --recipe: defaults of the flags. ``book`` is the chapter-6 recipe (the flags' own defaults);
+#: ``regularised`` the AWD-LSTM recipe as measured in docs/regularisation.md.
+RECIPES = {
+    'book': {},
+    'regularised': dict(cell='lstm', lr=30.0, locked_dropout=True, dropout_input=0.65, dropout_hidden=0.3,
+                        dropout_output=0.4, embed_dropout=0.1, weight_drop=0.5, ar_alpha=2.0, tar_beta=1.0,
+                        asgd_nonmono=5, variable_bptt=True, lr_decay=1.0),
+}
+
+
+def recipe_flags(name):
+    """The recipe as command-line flags, e.g. '--cell lstm --lr 30.0 --locked-dropout ...'."""
+    flags = {'ar_alpha': 'ar', 'tar_beta': 'tar'}
+    return ' '.join(f"--{flags.get(k, k).replace('_', '-')}" + ('' if v is True else f' {v}')
+                    for k, v in RECIPES[name].items())
+
+
 def build_parser():
     p = ArgumentParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter)
+    p.add_argument('--recipe', choices=sorted(RECIPES), default='book',
+                   help="book: the chapter-6 training (dropout, tying, lr divided on a plateau), this script's "
+                        "defaults. regularised: AWD-LSTM's recipe (docs/regularisation.md), the defaults become "
+                        f"{recipe_flags('regularised')}; flags given explicitly win")
     data = p.add_argument_group('data')
     data.add_argument('--data-dir', help='directory holding ptb.train.txt, ptb.valid.txt, ptb.test.txt '
                       '(directly or in ptb/); default: $DLFS_DATA_DIR, then the download cache')
@@ -54,8 +79,40 @@ def build_parser():
                        help='hidden size (equal to --wordvec-size: the output weight is tied to the embedding)')
     model.add_argument('--dropout', type=ratio, default=0.5, help='dropout ratio')
 
+    reg = p.add_argument_group('regularisation (AWD-LSTM; --recipe regularised turns them on)')
+    reg.add_argument('--locked-dropout', action=BooleanOptionalAction, default=False,
+                     help='variational dropout: one mask per sequence, shared by all time steps')
+    reg.add_argument('--dropout-input', type=ratio, help='dropout on the embedding output (default --dropout)')
+    reg.add_argument('--dropout-hidden', type=ratio, help='dropout between the layers (default --dropout)')
+    reg.add_argument('--dropout-output', type=ratio, help="dropout on the last layer's output (default --dropout)")
+    reg.add_argument('--embed-dropout', type=ratio, default=0.0,
+                     help='drop whole words from the embedding for each batch, with this probability')
+    reg.add_argument('--weight-drop', type=ratio, default=0.0,
+                     help='DropConnect on the recurrent weights Wh: one mask per batch')
+    reg.add_argument('--ar', type=nonnegative_float, default=0.0, dest='ar_alpha',
+                     help="activation regularisation: add α · mean(h²) of the last layer's dropped outputs")
+    reg.add_argument('--tar', type=nonnegative_float, default=0.0, dest='tar_beta',
+                     help="temporal activation regularisation: add β · mean((h_t − h_t−1)²) of its outputs")
+
     add_training_flags(p, DEFAULTS, HELP)
     return p
+
+
+def parse_recipe_args(argv=None):
+    """``(args, checkpoint)``: the flags, with the defaults of the --recipe chosen
+    (flags given explicitly win)."""
+    probe = ArgumentParser(add_help=False)
+    probe.add_argument('--recipe', choices=sorted(RECIPES), default='book')
+    recipe = probe.parse_known_args(argv)[0].recipe
+    parser = build_parser()
+    parser.set_defaults(**RECIPES[recipe])
+    return parse_args(parser, argv)
+
+
+def regularisation_options(args):
+    """The model's regularisation options (ch_gru.rnnlm.REGULARISATION) from the flags."""
+    from ch_gru.rnnlm import REGULARISATION
+    return {name: getattr(args, name) for name in REGULARISATION}
 
 
 def load_corpora(args):
@@ -89,7 +146,7 @@ def _ptb_path(split, data_dir):
 
 
 def main(argv=None):
-    args, resume = parse_args(build_parser(), argv)
+    args, resume = parse_recipe_args(argv)
     backend = select_backend(args.gpu)
     check_output_dir(args.out_dir)
     settings = TrainSettings.from_args(args, resume, model_file=DEFAULTS['model_file'])
@@ -97,8 +154,7 @@ def main(argv=None):
         backend.seed(args.seed)
 
     from ch_gru.better_rnnlm import BetterRnnlm
-    from common.optimizer import SGD
-    from common.training import train_with_validation
+    from common.training import make_sgd, train_with_validation
     from common.errors import ConfigError
 
     if args.wordvec_size != args.hidden_size:
@@ -107,14 +163,15 @@ def main(argv=None):
     t0 = time.time()
     train, valid, test, word_to_id, source = load_corpora(args)
     vocab_size = len(word_to_id)
-    model = BetterRnnlm(vocab_size, args.wordvec_size, args.hidden_size, args.dropout, cell=args.cell)
+    model = BetterRnnlm(vocab_size, args.wordvec_size, args.hidden_size, args.dropout, cell=args.cell,
+                        **regularisation_options(args))
     print(f'data: {source}: {len(train)} / {len(valid)} / {len(test)} tokens, vocabulary {vocab_size} '
           f'({time.time() - t0:.1f}s)')
     print(f'model: {model.describe()}, {model.param_count():,} parameters, '
           f"backend {'CuPy (GPU)' if backend.GPU else 'NumPy (CPU)'}", flush=True)
     if world().size > 1:
         print(f'data-parallel: {world().describe()}', flush=True)
-    result = train_with_validation(model, SGD(args.lr), (train, valid, test), settings, resume=resume,
+    result = train_with_validation(model, make_sgd(args.lr, settings), (train, valid, test), settings, resume=resume,
                                    vocab=list(word_to_id), options=vars(args),
                                    log_extra={'args': vars(args), 'vocab_size': vocab_size, 'data': source})
     print(f"wrote {result['plot']}, {result['log']}, {settings.save_path} and {result['checkpoint']}")

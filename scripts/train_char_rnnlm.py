@@ -127,7 +127,11 @@ def main(argv=None):
     if world().size > 1:
         print(f'data-parallel: {world().describe()}', flush=True)
 
-    optimizer = make_optimizer(args.optimizer, args.lr)
+    if args.optimizer == 'sgd':
+        from common.training import make_sgd
+        optimizer = make_sgd(args.lr, settings)        # NT-ASGD with --asgd-nonmono
+    else:
+        optimizer = make_optimizer(args.optimizer, args.lr)
     trainer = evaluate = None
     if args.sentences:
         trainer = SentenceTrainer(model, optimizer, vocab.bos)

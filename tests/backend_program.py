@@ -32,4 +32,21 @@ for cell in ('gru', 'lstm'):
     out[cell + '_predict'] = to_cpu(other.predict(xs)).astype(numpy.float64).sum().item()
     out[cell + '_predict_host_ids'] = to_cpu(other.predict(corpus[:10].reshape(2, 5))).sum().item()
     Adam(0.01).update(model.params, model.grads)
+# The AWD-LSTM pieces: every regulariser, NT-ASGD (triggered at once) and variable BPTT, with each cell.
+from ch_gru.rnnlm import Rnnlm
+from common.optimizer import ASGD
+from common.variable_bptt import VariableBpttTrainer
+for cell in ('gru', 'lstm', 'rnn'):
+    model = Rnnlm(30, 8, 8, cell=cell, locked_dropout=True, dropout_input=0.3, dropout_hidden=0.2,
+                  dropout_output=0.3, embed_dropout=0.1, weight_drop=0.4, ar_alpha=2.0, tar_beta=1.0)
+    opt = ASGD(2.0, nonmono=1)
+    for check in (1.0, 0.5, 2.0):
+        opt.observe(check)
+    trainer = VariableBpttTrainer(model, opt, parts=[], seed=3)
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=8, max_grad=0.25, eval_interval=10)
+    with opt.averaged(model.params):
+        model.reset_state()
+        out[cell + '_awd_ppl'] = eval_perplexity(model, corpus[:300], batch_size=3, time_size=5)
+    out[cell + '_awd_train'] = trainer.ppl_list
+    out[cell + '_awd_avg'] = [float(to_cpu(a).astype(numpy.float64).sum()) for a in opt.avg]
 print(json.dumps(out))

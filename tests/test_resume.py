@@ -138,3 +138,42 @@ def test_ctrl_c_and_resume_on_the_gpu_path(shared_data, tmp_path):
     assert 'CuPy (GPU)' in ''.join(head) and '-- stopped by Ctrl-C after iteration' in out
     out = finish(['--resume', str(tmp_path / 'checkpoint.npz'), '--gpu'], gpu=True)
     assert 'iterations into epoch 1' in out and '| epoch 2 | train' in out and '| end |' in out
+
+
+def random_words(path, tokens, seed):
+    rnd = random.Random(seed)
+    words = [f'w{i}' for i in range(40)]
+    with open(path, 'w') as f:
+        for _ in range(tokens // 20):
+            f.write(' '.join(rnd.choice(words) for _ in range(20)) + '\n')
+    return str(path)
+
+
+def test_regularised_recipe_ctrl_c_and_resume_is_bit_identical(tmp_path):
+    """The same with every AWD-LSTM piece on: the masks' generator, the variable window lengths and
+    NT-ASGD's average all come back from the checkpoint. Random words: nothing to learn, so valid gets
+    worse and averaging starts by epoch 3; the run is cut in the middle of epoch 4."""
+    train, valid = random_words(tmp_path / 'train.txt', 8000, 1), random_words(tmp_path / 'valid.txt', 800, 2)
+
+    def argv(out):
+        return ['--train-file', train, '--valid-file', valid, '--test-file', valid, '--wordvec-size', '16',
+                '--hidden-size', '16', '--batch-size', '5', '--time-size', '10', '--max-epoch', '4',
+                '--eval-interval', '20', '--seed', '3', '--out-dir', str(out), '--recipe', 'regularised',
+                '--lr', '5', '--asgd-nonmono', '1']
+    out = finish(argv(tmp_path / 'ref'))
+    assert 'averaging the weights (NT-ASGD) from now on' in out.split('| epoch 4 |')[0]
+    reference = final_arrays(tmp_path / 'ref')
+    ref_ck, ref_meta = load_npz(os.path.join(tmp_path / 'ref', 'checkpoint.npz'))
+    proc = start(argv(tmp_path / 'cut'))
+    read_until(proc, lambda line: line.startswith('| epoch 4 | iter 21 /'))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    out = finish(['--resume', str(tmp_path / 'cut' / 'checkpoint.npz')])
+    assert 'iterations into epoch 4' in out
+    assert_identical(final_arrays(tmp_path / 'cut'), reference)
+    ck, meta = load_npz(os.path.join(tmp_path / 'cut', 'checkpoint.npz'))
+    assert meta['optimizer'] == ref_meta['optimizer'] and meta['optimizer']['values']['averaging']
+    avg = {k: v for k, v in ck.items() if k.startswith('optim_avg_')}
+    assert avg and meta['optimizer']['values']['avg_count'] > 20
+    assert_identical(avg, {k: v for k, v in ref_ck.items() if k.startswith('optim_avg_')})

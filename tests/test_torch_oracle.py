@@ -114,3 +114,54 @@ def test_whole_model_against_torch(rng):
     assert loss == pytest.approx(tl.item(), rel=1e-12)
     for i, (mine, ref) in enumerate(zip(model.grads, (E, Wx1, Wh1, b1, Wx2, Wh2, b2, bo))):
         np.testing.assert_allclose(mine, ref.grad.numpy(), rtol=1e-9, atol=1e-13, err_msg=f'param {i}')
+
+
+def test_weight_dropped_gru_against_torch_autograd(rng):
+    """DropConnect on Wh: forward with Wh ⊙ M, gradient M ⊙ dL/d(Wh ⊙ M), all in torch's autograd."""
+    from common.regularisation import WeightDrop
+    N, Tn, D, H = 3, 5, 4, 5
+    Wx, Wh, b = rng.standard_normal((D, 3 * H)) * .5, rng.standard_normal((H, 3 * H)) * .5, rng.standard_normal(3 * H)
+    xs, h0, dhs = rng.standard_normal((N, Tn, D)), rng.standard_normal((N, H)), rng.standard_normal((N, Tn, H))
+    backend.seed(4)
+    layer = WeightDrop(TimeGRU(Wx, Wh, b, stateful=True), 0.4)
+    layer.layer.set_state(h0)
+    hs = layer.forward(xs)
+    dxs = layer.backward(dhs)
+    M = T(layer.masked.mask, False)
+
+    tWx, tWh, tb, txs = T(Wx), T(Wh), T(b), T(xs)
+    ths = torch_gru(txs, tWx, tWh * M, tb, T(h0, False))
+    (ths * T(dhs, False)).sum().backward()
+    np.testing.assert_allclose(hs, ths.detach().numpy(), rtol=1e-12, atol=1e-14)
+    for mine, ref in [(dxs, txs), *zip(layer.grads, (tWx, tWh, tb))]:
+        np.testing.assert_allclose(mine, ref.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_asgd_against_torch_asgd(rng):
+    """After the trigger our average is torch.optim.ASGD's ``ax`` with lambd=0 and t0=-1, and the
+    parameters follow the same SGD steps. (torch's step k uses mu = 1 / max(1, k - 1 - t0): with AWD-LSTM's
+    t0=0 the first step's weights are copied, then replaced by the second's, so its average leaves out the
+    first update after the trigger; t0=-1 averages all of them, as ours does.)"""
+    from common.optimizer import ASGD
+    shapes = [(3, 4), (4,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(7)]
+    mine = ASGD(0.3, nonmono=1)
+    for v in (1.0, 0.5, 2.0):
+        mine.observe(v)
+    assert mine.averaging
+    tparams = [T(p.copy(), False).requires_grad_() for p in params]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)            # torch keeps its step size and mu in the default dtype
+    try:
+        opt = torch.optim.ASGD(tparams, lr=0.3, lambd=0.0, alpha=0.75, t0=-1, weight_decay=0)
+        for g in grads:
+            mine.update(params, g)
+            for tp, gi in zip(tparams, g):
+                tp.grad = T(gi, False)
+            opt.step()
+    finally:
+        torch.set_default_dtype(default)
+    for p, tp, a in zip(params, tparams, mine.avg):
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(a, opt.state[tp]['ax'].numpy(), rtol=1e-12)

@@ -77,3 +77,36 @@ def test_user_mistakes_give_one_line(tmp_path, args, message):
     assert r.returncode == 2
     assert message in r.stderr
     assert 'Traceback' not in r.stderr
+
+
+def test_recipe_book_is_the_scripts_own_defaults_and_regularised_sets_every_piece():
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    import train_better_rnnlm as script
+    plain, _ = script.parse_recipe_args([])
+    book, _ = script.parse_recipe_args(['--recipe', 'book'])
+    assert {**vars(plain), 'recipe': None} == {**vars(book), 'recipe': None}
+    assert script.regularisation_options(book) == __import__('ch_gru.rnnlm').rnnlm.REGULARISATION
+    assert (book.asgd_nonmono, book.variable_bptt, book.lr_decay, book.cell) == (0, False, 4.0, 'gru')
+    reg, _ = script.parse_recipe_args(['--recipe', 'regularised', '--weight-drop', '0.2'])
+    assert reg.weight_drop == 0.2                          # an explicit flag wins
+    assert (reg.locked_dropout, reg.embed_dropout, reg.ar_alpha, reg.tar_beta) == (True, 0.1, 2.0, 1.0)
+    assert (reg.dropout_input, reg.dropout_hidden, reg.dropout_output) == (0.65, 0.3, 0.4)
+    assert (reg.asgd_nonmono, reg.variable_bptt, reg.lr_decay, reg.cell, reg.lr) == (5, True, 1.0, 'lstm', 30.0)
+
+
+def test_help_documents_the_recipe_and_every_piece():
+    out = run_script('--help').stdout
+    for flag in ('--recipe', '--locked-dropout', '--dropout-input', '--dropout-hidden', '--dropout-output',
+                 '--embed-dropout', '--weight-drop', '--ar', '--tar', '--asgd-nonmono', '--variable-bptt'):
+        assert flag in out
+    assert 'AWD-LSTM' in out
+
+
+def test_regularised_recipe_end_to_end(shared_data, tmp_path):
+    r = run_script(*small_run_args(shared_data, tmp_path, '--recipe', 'regularised', '--max-epoch', '2'))
+    assert r.returncode == 0, r.stderr
+    assert 'locked_dropout=True' in r.stdout and "cell='lstm'" in r.stdout and '| end |' in r.stdout
+    records = [json.loads(line) for line in open(tmp_path / 'log.jsonl')]
+    epochs = [r for r in records if r['event'] == 'epoch']
+    assert len(epochs) == 2 and epochs[1]['valid_ppl'] < epochs[0]['valid_ppl'] < 6022
+    assert all(e['lr'] == 30.0 for e in epochs)              # lr_decay 1: the rate stays

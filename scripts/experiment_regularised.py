@@ -1,0 +1,222 @@
+"""The book recipe against the regularised (AWD-LSTM) recipe on a small corpus, with an ablation.
+
+    python scripts/experiment_regularised.py                       # PTB-mini, everything (≈ 1 h on 2 cores)
+    python scripts/experiment_regularised.py --only book,regularised --jobs 2
+    python scripts/experiment_regularised.py --corpus wikitext-2 --seconds 600 --book-seconds 600 \
+        --only book,regularised
+
+Corpora, built from real files in --data-dir (default $DLFS_DATA_DIR, then ../shared/data):
+
+* ``ptb-mini``: train on ptb.test.txt, validate on the first half of the lines
+  of ptb.valid.txt, test on the second half (words unseen in training: <unk>);
+* ``wikitext-2``: train on WikiText-2's valid.txt, validate and test on the
+  halves of its test.txt.
+
+Every variant is one run of ``scripts/train_better_rnnlm.py`` (its command is
+printed and recorded), one thread each (OPENBLAS_NUM_THREADS=1; ``--jobs``
+runs go side by side). Variants:
+
+* ``book``: the chapter-6 recipe at H = 200 (lr 20, clip 0.25, dropout 0.5), 12 epochs;
+* ``regularised``: ``--recipe regularised`` for ``--seconds`` of training;
+  ``regularised-h400`` the same with H = 400, ``regularised-ptb-dropouts`` with
+  the input dropouts of AWD-LSTM's PTB command (0.4 and 0.25);
+* ``no-<piece>``: the regularised recipe without one piece, for
+  ``--ablation-epochs`` each (the same budget for every ablation, and a
+  ``regularised-short`` run of that budget to compare with). Epochs, not
+  seconds: on shared cores a time budget would buy each variant a different
+  amount of training.
+
+Training seconds count training iterations only (evaluation is left out), as
+the scripts' ``--max-seconds`` does. The machine's load is recorded before and
+after each run (/proc/loadavg): the cores are shared, so judge by epochs as well.
+Writes ``<out>/results.json`` and ``<out>/curves.png`` (valid perplexity
+against training seconds and against epochs).
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py')
+
+SIZE = ['--wordvec-size', '200', '--hidden-size', '200', '--max-grad', '0.25', '--seed', '1', '--eval-interval', '0']
+#: The pieces of the regularised recipe, and the flags that take each out.
+PIECES = {
+    'locked-dropout': ['--no-locked-dropout'],
+    'embed-dropout': ['--embed-dropout', '0'],
+    'weight-drop': ['--weight-drop', '0'],
+    'ar-tar': ['--ar', '0', '--tar', '0'],
+    'asgd': ['--asgd-nonmono', '0'],
+    'variable-bptt': ['--no-variable-bptt'],
+}
+
+
+def corpus_files(name, data_dir, out):
+    """(train, valid, test) paths of the corpus, written into ``out``."""
+    os.makedirs(out, exist_ok=True)
+    if name == 'ptb-mini':
+        train, split = os.path.join(data_dir, 'ptb', 'ptb.test.txt'), os.path.join(data_dir, 'ptb', 'ptb.valid.txt')
+    else:
+        train, split = (os.path.join(data_dir, 'wikitext-2', f) for f in ('valid.txt', 'test.txt'))
+    with open(split, encoding='utf-8') as f:
+        lines = f.readlines()
+    half = len(lines) // 2
+    paths = []
+    for part, chunk in (('valid', lines[:half]), ('test', lines[half:])):
+        path = os.path.join(out, f'{name}.{part}.txt')
+        with open(path, 'w', encoding='utf-8') as f:
+            f.writelines(chunk)
+        paths.append(path)
+    return (train, *paths)
+
+
+def variants(seconds, ablation_epochs, book_seconds=None):
+    """name -> (flags, budget description)."""
+    book = SIZE + ['--lr', '20', '--dropout', '0.5', '--max-epoch', '12']
+    v = {'book': (book + ['--max-seconds', str(book_seconds)], f'12 epochs or {book_seconds:g} s') if book_seconds
+         else (book, '12 epochs'),
+         'regularised': (SIZE + ['--recipe', 'regularised', '--max-epoch', '100000', '--max-seconds', str(seconds)],
+                         f'{seconds:g} s')}
+    wide = [f if f != '200' else '400' for f in v['regularised'][0]]
+    v['regularised-h400'] = (wide, f'{seconds:g} s')
+    # AWD-LSTM's PTB command line has weaker input dropouts than its defaults (the recipe's)
+    v['regularised-ptb-dropouts'] = (v['regularised'][0] + ['--dropout-input', '0.4', '--dropout-hidden', '0.25'],
+                                     f'{seconds:g} s')
+    short = SIZE + ['--recipe', 'regularised', '--max-epoch', str(ablation_epochs)]
+    v['regularised-short'] = (short, f'{ablation_epochs} epochs')
+    for piece, off in PIECES.items():
+        v[f'no-{piece}'] = (short + off, f'{ablation_epochs} epochs')
+    return v
+
+
+def loadavg():
+    try:
+        with open('/proc/loadavg') as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return None
+
+
+def run_variant(name, flags, files, out):
+    run_dir = os.path.join(out, name)
+    cmd = [sys.executable, SCRIPT, '--train-file', files[0], '--valid-file', files[1], '--test-file', files[2],
+           '--out-dir', run_dir, *flags]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1', OMP_NUM_THREADS='1',
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    print(f'[{name}] {shlex.join(cmd)}', flush=True)
+    load_before, t0 = loadavg(), time.time()
+    with open(os.path.join(out, f'{name}.out'), 'w') as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    result = collect(name, out)
+    result.update(command=shlex.join(cmd[1:]), returncode=rc, wall_s=time.time() - t0, load_before=load_before,
+                  load_after=loadavg())
+    with open(os.path.join(run_dir, 'run.json'), 'w') as f:
+        json.dump({k: result[k] for k in ('command', 'returncode', 'wall_s', 'load_before', 'load_after')}, f)
+    print(f"[{name}] test ppl {result['test_ppl']} after {result['epochs']} epochs, "
+          f"{result['train_seconds'] or 0:.0f} s of training (exit {rc})", flush=True)
+    return name, result
+
+
+def collect(name, out):
+    """What the run ``name`` wrote: its log, and how it was run (run.json)."""
+    run_dir = os.path.join(out, name)
+    records = []
+    path = os.path.join(run_dir, 'log.jsonl')
+    if os.path.exists(path):
+        with open(path) as f:
+            records = [json.loads(line) for line in f]
+    epochs = [r for r in records if r['event'] == 'epoch']
+    end = next((r for r in records if r['event'] == 'end'), {})
+    start = next((r for r in records if r['event'] == 'asgd_start'), None)
+    result = {'epochs': len(epochs), 'iters': end.get('iters'), 'train_seconds': end.get('train_seconds'),
+              'best_valid_ppl': end.get('best_valid_ppl'), 'test_ppl': end.get('test_ppl'),
+              'asgd_start_epoch': start and start['epoch'],
+              'curve': [(r['epoch'], r['train_seconds'], r['valid_ppl']) for r in epochs]}
+    path = os.path.join(run_dir, 'run.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            result.update(json.load(f))
+    return result
+
+
+def plot(results, path, title):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, r in results.items():
+        if not r['curve']:
+            continue
+        e, s, v = zip(*r['curve'])
+        style = '-' if name in ('book', 'regularised') else '--' if name.startswith('regularised') else ':'
+        axes[0].plot(s, v, style, label=name)
+        axes[1].plot(e, v, style, label=name)
+    for ax, xlabel in zip(axes, ('training seconds', 'epochs')):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel('valid perplexity')
+        ax.set_yscale('log')
+        ax.grid(True, which='both', alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--corpus', choices=['ptb-mini', 'wikitext-2'], default='ptb-mini')
+    p.add_argument('--data-dir', default=os.environ.get('DLFS_DATA_DIR', os.path.abspath(os.path.join(ROOT, '..', 'shared', 'data'))))
+    p.add_argument('--seconds', type=float, default=1200, help='training budget of the regularised recipe')
+    p.add_argument('--book-seconds', type=float, help='also stop the book recipe after this much training '
+                                                      '(for a larger corpus: the same budget as the other)')
+    p.add_argument('--ablation-epochs', type=int, default=10, help='training budget of each ablation run')
+    p.add_argument('--only', help='comma-separated variants (default: all): book, regularised, '
+                                  'regularised-h400, regularised-ptb-dropouts, regularised-short, ' + ', '.join(f'no-{k}' for k in PIECES))
+    p.add_argument('--jobs', type=int, default=2, help='runs side by side (one thread each)')
+    p.add_argument('--report', action='store_true', help='run nothing: write results.json and curves.png '
+                                                         'from the runs already in --out')
+    p.add_argument('--out', default=os.path.join('runs', 'experiment_regularised'))
+    args = p.parse_args(argv)
+    out = os.path.join(args.out, args.corpus)
+    files = corpus_files(args.corpus, args.data_dir, os.path.join(out, 'data'))
+    todo = variants(args.seconds, args.ablation_epochs, args.book_seconds)
+    if args.only:
+        todo = {k: todo[k] for k in args.only.split(',')}
+    results_path = os.path.join(out, 'results.json')
+    if not args.report:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda kv: run_variant(kv[0], kv[1][0], files, out), todo.items()))
+    # every variant run so far (by this or an earlier call), from what the runs wrote
+    everything = variants(args.seconds, args.ablation_epochs, args.book_seconds)
+    results = {name: dict(collect(name, out), budget=everything[name][1]) for name in everything
+               if os.path.exists(os.path.join(out, name, 'run.json'))}
+    with open(results_path, 'w') as f:
+        json.dump({'corpus': args.corpus, 'cpu': cpu_name(), 'cores': os.cpu_count(), 'jobs': args.jobs,
+                   'runs': results}, f, indent=1)
+    plot(results, os.path.join(out, 'curves.png'), f'{args.corpus}: valid perplexity ({cpu_name()}, '
+                                                   f'{args.jobs} runs side by side, 1 thread each)')
+    print(f'{"variant":20s} {"budget":>10s} {"epochs":>6s} {"train s":>8s} {"valid":>8s} {"test":>8s}')
+    for name, r in results.items():
+        print(f"{name:20s} {r['budget']:>10s} {r['epochs']:6d} {r['train_seconds'] or 0:8.0f} "
+              f"{r['best_valid_ppl'] or float('nan'):8.2f} {r['test_ppl'] or float('nan'):8.2f}")
+    print(f'wrote {results_path} and {os.path.join(out, "curves.png")}')
+
+
+if __name__ == '__main__':
+    main()

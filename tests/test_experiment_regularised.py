@@ -1,0 +1,35 @@
+"""scripts/experiment_regularised.py: the corpora it builds and the variants it runs (no training here)."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+
+import experiment_regularised as experiment  # noqa: E402
+import train_better_rnnlm as script  # noqa: E402
+
+
+def test_ptb_mini_is_ptb_test_for_training_and_the_halves_of_ptb_valid(shared_data, tmp_path):
+    train, valid, test = experiment.corpus_files('ptb-mini', shared_data, str(tmp_path))
+    assert train == os.path.join(shared_data, 'ptb', 'ptb.test.txt')
+    with open(os.path.join(shared_data, 'ptb', 'ptb.valid.txt')) as f:
+        lines = f.readlines()
+    with open(valid) as f, open(test) as g:
+        first, second = f.readlines(), g.readlines()
+    assert first + second == lines and len(first) == len(lines) // 2
+
+
+def test_each_ablation_takes_out_exactly_its_piece():
+    v = experiment.variants(1200, 10)
+    full, _ = script.parse_recipe_args(v['regularised-short'][0])
+    assert full.recipe == 'regularised' and full.max_epoch == 10
+    changed = {}
+    for piece in experiment.PIECES:
+        args, _ = script.parse_recipe_args(v[f'no-{piece}'][0])
+        changed[piece] = {k for k, value in vars(args).items() if vars(full)[k] != value}
+    assert changed == {'locked-dropout': {'locked_dropout'}, 'embed-dropout': {'embed_dropout'},
+                       'weight-drop': {'weight_drop'}, 'ar-tar': {'ar_alpha', 'tar_beta'},
+                       'asgd': {'asgd_nonmono'}, 'variable-bptt': {'variable_bptt'}}
+    book, _ = script.parse_recipe_args(v['book'][0])
+    assert (book.recipe, book.lr, book.dropout, book.max_grad, book.hidden_size, book.max_epoch) == \
+        ('book', 20.0, 0.5, 0.25, 200, 12)
