@@ -14,8 +14,10 @@ FAKE_CUPY = os.path.join(HERE, 'fake_cupy')
 def run_python(code_or_file, env_extra, *args, fake_cupy=False):
     env = dict(os.environ, **env_extra)
     env.pop('DLFS_GPU', None) if 'DLFS_GPU' not in env_extra else None
+    # This checkout's code, whichever checkout the package was installed from.
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (env.get('PYTHONPATH'), ROOT) if p)
     if fake_cupy:
-        env['PYTHONPATH'] = FAKE_CUPY + os.pathsep + env.get('PYTHONPATH', '')
+        env['PYTHONPATH'] = FAKE_CUPY + os.pathsep + env['PYTHONPATH']
     cmd = [sys.executable, code_or_file, *args] if code_or_file.endswith('.py') else \
         [sys.executable, '-c', code_or_file, *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
