@@ -43,6 +43,11 @@ class _Masked:
         return self.mask
 
 
+#: ``train_flg`` of a layer that holds its mask state in ``self.masked``.
+_masked_train_flg = property(lambda self: self.masked.train_flg,
+                             lambda self, value: setattr(self.masked, 'train_flg', value))
+
+
 class LockedDropout(_Masked):
     """Variational ("locked") dropout (Gal & Ghahramani 2016): one mask per
     sequence, the same at every time step.
@@ -86,13 +91,7 @@ class EmbeddingDropout(TimeEmbedding):
         self.masked = _Masked(ratio)
         self.scale = None
 
-    @property
-    def train_flg(self):
-        return self.masked.train_flg
-
-    @train_flg.setter
-    def train_flg(self, value):
-        self.masked.train_flg = value
+    train_flg = _masked_train_flg
 
     def forward(self, idx):
         out = super().forward(idx)
@@ -130,13 +129,7 @@ class WeightDrop:
         self.grads = layer.grads
         self.masked = _Masked(ratio)
 
-    @property
-    def train_flg(self):
-        return self.masked.train_flg
-
-    @train_flg.setter
-    def train_flg(self, value):
-        self.masked.train_flg = value
+    train_flg = _masked_train_flg
 
     def forward(self, xs):
         Wh = self.params[1]

@@ -36,6 +36,8 @@ import numpy
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from common.gradcheck import numerical_gradient  # noqa: E402  (after the path is set)
+
 SECTIONS = ('gradcheck', 'oracle', 'train', 'script', 'bench')
 BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, lr=10.0, max_grad=0.25)
 QUICK = dict(vocab=300, wordvec=32, hidden=32, batch=4, time=8, lr=10.0, max_grad=0.25)
@@ -58,21 +60,6 @@ class Report:
 
 
 # ------------------------------------------------------------------ gradcheck
-
-def numerical_gradient(f, x, eps=1e-6):
-    """Central differences of the scalar f() for every element of the backend
-    array ``x`` (perturbed in place on the device, then restored)."""
-    grad = numpy.zeros(x.shape)
-    for i in numpy.ndindex(*x.shape):
-        old = float(x[i])
-        x[i] = old + eps
-        fp = float(f())
-        x[i] = old - eps
-        fm = float(f())
-        x[i] = old
-        grad[i] = (fp - fm) / (2 * eps)
-    return grad
-
 
 def rel_error(analytic, numeric, rtol=1e-5, atol=1e-7):
     """max |analytic − numeric| as a fraction of the tolerance atol + rtol ·
