@@ -7,10 +7,12 @@ from common import np as backend
 
 
 class SGD:
-    """p ← p − lr · g"""
+    """p ← p − lr · g, or with ``weight_decay`` λ (L2, as torch.optim.SGD's):
+    p ← p − lr · (g + λ · p)."""
 
-    def __init__(self, lr=0.01):
+    def __init__(self, lr=0.01, weight_decay=0.0):
         self.lr = lr
+        self.weight_decay = weight_decay
         self._scratch = None
 
     def update(self, params, grads):
@@ -19,8 +21,11 @@ class SGD:
         # as p -= lr * g on the 6.5M-entry tied weight, and no allocation).
         # ``_scratch`` is a working buffer, not state: checkpoints leave out
         # attributes starting with '_'.
+        shrink = 1.0 - self.lr * self.weight_decay     # p − lr·(g + λp) = (1 − lr·λ)·p − lr·g
         for param, grad in zip(params, grads):
             if not (param.flags.c_contiguous and grad.flags.c_contiguous):
+                if shrink != 1.0:
+                    param *= shrink
                 param -= self.lr * grad        # a view: update it in place as it is
                 continue
             p, g = param.reshape(-1), grad.reshape(-1)
@@ -28,6 +33,8 @@ class SGD:
                 n = block.stop - block.start
                 if self._scratch is None or self._scratch.size < n or self._scratch.dtype != p.dtype:
                     self._scratch = np.empty(n, dtype=p.dtype)
+                if shrink != 1.0:
+                    p[block] *= shrink
                 p[block] -= np.multiply(g[block], self.lr, out=self._scratch[:n])
 
 
@@ -94,10 +101,10 @@ class Adam:
 class ASGD(SGD):
     """Non-monotonically triggered averaged SGD (NT-ASGD, Merity et al. 2017).
 
-    Every update is SGD's, p ← p − lr · g. The optimizer is told each
-    validation loss L_k (:meth:`observe`, k = 1, 2, ...); averaging starts at
-    the first check that is worse than the best of those more than
-    ``nonmono`` checks before it (AWD-LSTM's rule):
+    Every update is SGD's, p ← p − lr · g (plus ``weight_decay``). The
+    optimizer is told each validation loss L_k (:meth:`observe`, k = 1, 2,
+    ...); averaging starts at the first check that is worse than the best of
+    those more than ``nonmono`` checks before it (AWD-LSTM's rule):
 
         k > n + 1  and  L_k > min(L_1, ..., L_{k−n−1})    (n = nonmono)
 
@@ -108,27 +115,55 @@ class ASGD(SGD):
     which is ``torch.optim.ASGD(lambd=0, t0=-1)`` (AWD-LSTM's t0=0 leaves
     out the first update after the trigger). The average is what a run
     validates, saves and tests (:meth:`averaged`); training goes on from p.
-    ``nonmono = 0`` never averages (plain SGD). ``avg`` (list of arrays like
-    the parameters, None before the trigger), ``avg_count``, ``averaging`` and
-    ``checks`` are the state a checkpoint saves.
+    ``nonmono = 0`` never averages (plain SGD).
+
+    ``restarts`` > 0 adds AWD-LSTM's fine-tuning stage (its finetune.py) up
+    to that many times: once averaging runs, the same rule is applied to the
+    checks of the average since it began; when it fires, the weights are set
+    to the average, p ← a, and a new average starts from there (m = 1 at the
+    next update). :meth:`observe` then returns 'restart' and the caller
+    calls :meth:`restart`.
+
+    ``avg`` (list of arrays like the parameters, None before the trigger),
+    ``avg_count``, ``averaging``, ``checks``, ``phase_start`` (index in
+    ``checks`` of the current average's first check) and ``restarted`` are
+    the state a checkpoint saves.
     """
 
-    def __init__(self, lr=0.01, nonmono=5):
-        super().__init__(lr)
+    def __init__(self, lr=0.01, nonmono=5, weight_decay=0.0, restarts=0):
+        super().__init__(lr, weight_decay)
         self.nonmono = nonmono
+        self.restarts = restarts
         self.checks = []
         self.averaging = False
         self.avg = None
         self.avg_count = 0
+        self.phase_start = 0
+        self.restarted = 0
 
     def observe(self, valid_loss):
-        """Record a validation check; returns True when it starts averaging."""
+        """Record a validation check. Returns 'start' when it starts
+        averaging, 'restart' when the average stalled and a restart is due
+        (call :meth:`restart`), else None."""
         n, checks = self.nonmono, self.checks
-        start = not self.averaging and n > 0 and len(checks) > n and valid_loss > min(checks[:-n])
+        phase = checks[self.phase_start:]
+        fired = n > 0 and len(phase) > n and valid_loss > min(phase[:-n])
         checks.append(float(valid_loss))
-        if start:
+        if fired and not self.averaging:
             self.averaging = True
-        return start
+            self.phase_start = len(checks)      # the checks of the average come next
+            return 'start'
+        if fired and self.avg is not None and self.restarted < self.restarts:
+            return 'restart'
+        return None
+
+    def restart(self, params):
+        """Fine-tuning: p ← a, and average anew from the next update."""
+        for p, a in zip(params, self.avg):
+            p[...] = a
+        self.avg_count = 0
+        self.restarted += 1
+        self.phase_start = len(self.checks)
 
     def update(self, params, grads):
         super().update(params, grads)

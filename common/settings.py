@@ -18,8 +18,8 @@ from argparse import BooleanOptionalAction
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from common.cli import (add_checkpoint_flags, check_output_dir, nonnegative_int, optional_positive_float,
-                        positive_float, positive_int)
+from common.cli import (add_checkpoint_flags, check_output_dir, nonnegative_float, nonnegative_int,
+                        optional_positive_float, positive_float, positive_int)
 from common.errors import ConfigError
 
 
@@ -46,6 +46,8 @@ class TrainSettings:
     resume_lr: Optional[float] = None      # on resume, this learning rate instead of the checkpoint's
     seed: Optional[int] = None             # the run's --seed (here: the variable BPTT lengths' generator)
     asgd_nonmono: int = 0                  # NT-ASGD: average once valid is worse than N checks ago; 0: never
+    asgd_restarts: int = 0                 # NT-ASGD fine-tuning: restart from the average when it stalls, N times
+    weight_decay: float = 0.0              # L2 on every weight in the SGD update: g + λ·p
     variable_bptt: bool = False            # draw each window's length around time_size, lr scaled by it
 
     #: Settings that may change on resume without a remark: where files go.
@@ -77,7 +79,7 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ('eval_interval', 'valid_interval', 'grad_norm_interval', 'asgd_nonmono'):
+        for name in ('eval_interval', 'valid_interval', 'grad_norm_interval', 'asgd_nonmono', 'asgd_restarts'):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer (0: none), got {value!r}")
@@ -85,6 +87,8 @@ class TrainSettings:
             value = getattr(self, name)
             if value is not None and not number(value, lambda v: v > 0):
                 raise ConfigError(f"{name} must be a positive number or None (no limit), got {value!r}")
+        if not number(self.weight_decay, lambda v: v >= 0):
+            raise ConfigError(f"weight_decay must be a non-negative number (0: none), got {self.weight_decay!r}")
         for name in ('lr_decay', 'lr_epoch_factor'):
             if not number(getattr(self, name), lambda v: v > 0):
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
@@ -110,7 +114,7 @@ def add_training_flags(parser, defaults, helps=None):
     ``defaults`` (flag name without dashes -> value: lr, lr_decay,
     lr_epoch_factor, max_grad, batch_size, time_size, max_epoch,
     eval_interval, eval_batch_size, out_dir, model_file; optional
-    asgd_nonmono, variable_bptt) and ``helps``
+    asgd_nonmono, asgd_restarts, weight_decay, variable_bptt) and ``helps``
     (the same keys -> help text) where a script says more. Returns the
     'training' group, for a script's own training flags."""
     d, h = defaults, {**TRAINING_HELP, **(helps or {})}
@@ -130,6 +134,10 @@ def add_training_flags(parser, defaults, helps=None):
     g.add_argument('--eval-batch-size', type=positive_int, default=d['eval_batch_size'], help=h['eval_batch_size'])
     g.add_argument('--asgd-nonmono', type=nonnegative_int, default=d.get('asgd_nonmono', 0), metavar='N',
                    help=h['asgd_nonmono'])
+    g.add_argument('--asgd-restarts', type=nonnegative_int, default=d.get('asgd_restarts', 0), metavar='N',
+                   help=h['asgd_restarts'])
+    g.add_argument('--weight-decay', type=nonnegative_float, default=d.get('weight_decay', 0.0), metavar='λ',
+                   help=h['weight_decay'])
     g.add_argument('--variable-bptt', action=BooleanOptionalAction, default=d.get('variable_bptt', False),
                    help=h['variable_bptt'])
     g.add_argument('--seed', type=int, default=None, help=h['seed'])
@@ -160,6 +168,11 @@ TRAINING_HELP = {
     'asgd_nonmono': 'NT-ASGD (averaged SGD): start averaging the weights once the valid perplexity of an epoch '
                     'is worse than the best of those more than N epochs before it; validation, the saved '
                     'parameters and test then use the average (0: plain SGD, never average)',
+    'asgd_restarts': "NT-ASGD's fine-tuning stage (AWD-LSTM): once the average's valid perplexity is worse than "
+                     "the best of its own checks more than --asgd-nonmono epochs before, set the weights to the "
+                     "average and start a new average from there; at most N times (0: never; nothing without "
+                     "--asgd-nonmono)",
+    'weight_decay': 'L2 weight decay λ in the SGD update, p ← p − lr·(g + λ·p) (AWD-LSTM: 1.2e-6; 0: none)',
     'variable_bptt': "draw each iteration's window length around --time-size (T with probability 0.95, else "
                      "T/2; then N(., 5), at least 5) and scale the learning rate by length / T, as AWD-LSTM",
 }

@@ -99,6 +99,10 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     if evaluate is None and comm.size > 1:
         evaluate = functools.partial(data_parallel.eval_perplexity, comm, batch_size=s.eval_batch_size,
                                      time_size=s.time_size)
+    if s.weight_decay and getattr(optimizer, 'weight_decay', None) != s.weight_decay:
+        raise ConfigError(f"--weight-decay {s.weight_decay:g} is part of the SGD update, which "
+                          f"{type(optimizer).__name__} does not do: use --optimizer sgd (in code: "
+                          f"common.training.make_sgd(lr, settings)) or leave --weight-decay at 0")
     if s.asgd_nonmono and not hasattr(optimizer, 'averaged'):
         raise ConfigError(f"--asgd-nonmono averages SGD, not {type(optimizer).__name__}: use SGD (in code: "
                           f"common.training.make_sgd(lr, settings)) or leave averaging off")
@@ -109,9 +113,11 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
 
 def make_sgd(lr, settings):
     """The SGD optimizer of ``settings``: :class:`common.optimizer.ASGD` (NT-ASGD)
-    when ``asgd_nonmono`` is set, the book's SGD otherwise."""
+    when ``asgd_nonmono`` is set, the book's SGD otherwise; both with its ``weight_decay``."""
     from common.optimizer import ASGD, SGD
-    return ASGD(lr, nonmono=settings.asgd_nonmono) if settings.asgd_nonmono else SGD(lr)
+    s = settings
+    return (ASGD(lr, nonmono=s.asgd_nonmono, weight_decay=s.weight_decay, restarts=s.asgd_restarts)
+            if s.asgd_nonmono else SGD(lr, weight_decay=s.weight_decay))
 
 
 def averaged_weights(optimizer, model):
@@ -239,12 +245,20 @@ class EpochLoop:
         return ppl
 
     def observe(self, valid_ppl):
-        """Tell NT-ASGD the epoch's validation loss; say when averaging starts."""
+        """Tell NT-ASGD the epoch's validation loss; say when averaging starts
+        or restarts from the average (its fine-tuning stage)."""
         observe = getattr(self.optimizer, 'observe', None)
-        if observe and observe(math.log(valid_ppl)):
-            print(f'| epoch {self.state.epoch} | valid did not improve on {self.optimizer.nonmono} epochs ago: '
+        event = observe and observe(math.log(valid_ppl))
+        opt, epoch = self.optimizer, self.state.epoch
+        if event == 'start':
+            print(f'| epoch {epoch} | valid did not improve on {opt.nonmono} epochs ago: '
                   f'averaging the weights (NT-ASGD) from now on', flush=True)
-            self.log.write(event='asgd_start', epoch=self.state.epoch, iters=self.trainer.total_iters)
+        elif event == 'restart':
+            opt.restart(self.model.params)
+            print(f'| epoch {epoch} | the average did not improve on {opt.nonmono} epochs ago: training goes on '
+                  f'from it with a new average (fine-tuning {opt.restarted} of {opt.restarts})', flush=True)
+        if event:
+            self.log.write(event=f'asgd_{event}', epoch=epoch, iters=self.trainer.total_iters)
 
     def end_epoch(self, lr, valid_ppl, partial):
         st, trainer, unit = self.state, self.trainer, self.s.unit

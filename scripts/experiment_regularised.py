@@ -18,8 +18,10 @@ runs go side by side). Variants:
 
 * ``book``: the chapter-6 recipe at H = 200 (lr 20, clip 0.25, dropout 0.5), 12 epochs;
 * ``regularised``: ``--recipe regularised`` for ``--seconds`` of training;
-  ``regularised-h400`` the same with H = 400, ``regularised-ptb-dropouts`` with
-  the input dropouts of AWD-LSTM's PTB command (0.4 and 0.25);
+  ``regularised-h300`` and ``regularised-h400`` the same with H = 300 and 400
+  (``book-h300``, ``book-h400``: the book recipe at those sizes),
+  ``regularised-ptb-dropouts`` with the input dropouts of AWD-LSTM's PTB
+  command (0.4 and 0.25);
 * ``no-<piece>``: the regularised recipe without one piece, for
   ``--ablation-epochs`` each (the same budget for every ablation, and a
   ``regularised-short`` run of that budget to compare with). Epochs, not
@@ -46,6 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py')
 
 SIZE = ['--wordvec-size', '200', '--hidden-size', '200', '--max-grad', '0.25', '--seed', '1', '--eval-interval', '0']
+#: Wider models (embedding = hidden size) run with each recipe: ``book-h300``, ``regularised-h300``, ...
+WIDER = (300, 400)
 #: The pieces of the regularised recipe, and the flags that take each out.
 PIECES = {
     'locked-dropout': ['--no-locked-dropout'],
@@ -54,6 +58,8 @@ PIECES = {
     'ar-tar': ['--ar', '0', '--tar', '0'],
     'asgd': ['--asgd-nonmono', '0'],
     'variable-bptt': ['--no-variable-bptt'],
+    'weight-decay': ['--weight-decay', '0'],
+    'asgd-restarts': ['--asgd-restarts', '0'],
 }
 
 
@@ -76,19 +82,28 @@ def corpus_files(name, data_dir, out):
     return (train, *paths)
 
 
-def variants(seconds, ablation_epochs, book_seconds=None):
+def sized(flags, hidden):
+    """``flags`` with the embedding and hidden sizes set to ``hidden`` (equal: the weights are tied)."""
+    flags = list(flags)
+    for flag in ('--wordvec-size', '--hidden-size'):
+        flags[flags.index(flag) + 1] = str(hidden)
+    return flags
+
+
+def variants(seconds, ablation_epochs, book_seconds=None, ablation_hidden=200):
     """name -> (flags, budget description)."""
     book = SIZE + ['--lr', '20', '--dropout', '0.5', '--max-epoch', '12']
     v = {'book': (book + ['--max-seconds', str(book_seconds)], f'12 epochs or {book_seconds:g} s') if book_seconds
          else (book, '12 epochs'),
          'regularised': (SIZE + ['--recipe', 'regularised', '--max-epoch', '100000', '--max-seconds', str(seconds)],
                          f'{seconds:g} s')}
-    wide = [f if f != '200' else '400' for f in v['regularised'][0]]
-    v['regularised-h400'] = (wide, f'{seconds:g} s')
+    for hidden in WIDER:
+        v[f'book-h{hidden}'] = (sized(v['book'][0], hidden), v['book'][1])
+        v[f'regularised-h{hidden}'] = (sized(v['regularised'][0], hidden), f'{seconds:g} s')
     # AWD-LSTM's PTB command line has weaker input dropouts than its defaults (the recipe's)
     v['regularised-ptb-dropouts'] = (v['regularised'][0] + ['--dropout-input', '0.4', '--dropout-hidden', '0.25'],
                                      f'{seconds:g} s')
-    short = SIZE + ['--recipe', 'regularised', '--max-epoch', str(ablation_epochs)]
+    short = sized(SIZE, ablation_hidden) + ['--recipe', 'regularised', '--max-epoch', str(ablation_epochs)]
     v['regularised-short'] = (short, f'{ablation_epochs} epochs')
     for piece, off in PIECES.items():
         v[f'no-{piece}'] = (short + off, f'{ablation_epochs} epochs')
@@ -186,24 +201,29 @@ def main(argv=None):
     p.add_argument('--book-seconds', type=float, help='also stop the book recipe after this much training '
                                                       '(for a larger corpus: the same budget as the other)')
     p.add_argument('--ablation-epochs', type=int, default=10, help='training budget of each ablation run')
+    p.add_argument('--ablation-hidden', type=int, default=200, help='model size (embedding = hidden) of the ablation')
     p.add_argument('--only', help='comma-separated variants (default: all): book, regularised, '
-                                  'regularised-h400, regularised-ptb-dropouts, regularised-short, ' + ', '.join(f'no-{k}' for k in PIECES))
+                                  'book-h300, book-h400, regularised-h300, regularised-h400, regularised-ptb-dropouts, '
+                                  'regularised-short, ' + ', '.join(f'no-{k}' for k in PIECES))
     p.add_argument('--jobs', type=int, default=2, help='runs side by side (one thread each)')
     p.add_argument('--report', action='store_true', help='run nothing: write results.json and curves.png '
                                                          'from the runs already in --out')
     p.add_argument('--out', default=os.path.join('runs', 'experiment_regularised'))
     args = p.parse_args(argv)
+    todo = variants(args.seconds, args.ablation_epochs, args.book_seconds, args.ablation_hidden)
+    if args.only:
+        unknown = [k for k in args.only.split(',') if k not in todo]
+        if unknown:
+            p.error(f"unknown variant {', '.join(unknown)}: choose from {', '.join(todo)}")
+        todo = {k: todo[k] for k in args.only.split(',')}
     out = os.path.join(args.out, args.corpus)
     files = corpus_files(args.corpus, args.data_dir, os.path.join(out, 'data'))
-    todo = variants(args.seconds, args.ablation_epochs, args.book_seconds)
-    if args.only:
-        todo = {k: todo[k] for k in args.only.split(',')}
     results_path = os.path.join(out, 'results.json')
     if not args.report:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda kv: run_variant(kv[0], kv[1][0], files, out), todo.items()))
     # every variant run so far (by this or an earlier call), from what the runs wrote
-    everything = variants(args.seconds, args.ablation_epochs, args.book_seconds)
+    everything = variants(args.seconds, args.ablation_epochs, args.book_seconds, args.ablation_hidden)
     results = {name: dict(collect(name, out), budget=everything[name][1]) for name in everything
                if os.path.exists(os.path.join(out, name, 'run.json'))}
     with open(results_path, 'w') as f:

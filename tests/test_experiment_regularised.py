@@ -29,7 +29,27 @@ def test_each_ablation_takes_out_exactly_its_piece():
         changed[piece] = {k for k, value in vars(args).items() if vars(full)[k] != value}
     assert changed == {'locked-dropout': {'locked_dropout'}, 'embed-dropout': {'embed_dropout'},
                        'weight-drop': {'weight_drop'}, 'ar-tar': {'ar_alpha', 'tar_beta'},
-                       'asgd': {'asgd_nonmono'}, 'variable-bptt': {'variable_bptt'}}
+                       'asgd': {'asgd_nonmono'}, 'variable-bptt': {'variable_bptt'},
+                       'weight-decay': {'weight_decay'}, 'asgd-restarts': {'asgd_restarts'}}
     book, _ = script.parse_recipe_args(v['book'][0])
     assert (book.recipe, book.lr, book.dropout, book.max_grad, book.hidden_size, book.max_epoch) == \
         ('book', 20.0, 0.5, 0.25, 200, 12)
+
+
+def test_wider_variants_change_only_the_model_size():
+    v = experiment.variants(1200, 10, ablation_hidden=300)
+    for recipe in ('book', 'regularised'):
+        base, _ = script.parse_recipe_args(v[recipe][0])
+        wide, _ = script.parse_recipe_args(v[f'{recipe}-h300'][0])
+        changed = {k: value for k, value in vars(wide).items() if vars(base)[k] != value}
+        assert changed == {'wordvec_size': 300, 'hidden_size': 300}
+    ablation, _ = script.parse_recipe_args(v['no-asgd'][0])
+    assert (ablation.hidden_size, ablation.wordvec_size, ablation.asgd_nonmono) == (300, 300, 0)
+
+
+def test_an_unknown_variant_is_a_one_line_error(capsys, tmp_path):
+    import pytest
+    with pytest.raises(SystemExit) as exc:
+        experiment.main(['--only', 'regularised,nope', '--out', str(tmp_path)])
+    assert exc.value.code == 2
+    assert 'unknown variant nope: choose from book, regularised' in capsys.readouterr().err

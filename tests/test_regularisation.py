@@ -150,10 +150,46 @@ def test_bad_regularisation_option_is_a_config_error():
 def test_asgd_trigger_is_awd_lstms_non_monotone_rule():
     opt = ASGD(1.0, nonmono=2)
     # L_k > min(L_1 .. L_{k-3}) starts averaging, from k = 4 on
-    assert [opt.observe(v) for v in (5.0, 4.0, 4.5, 4.2)] == [False] * 4    # 4.5: too early; 4.2 < 5
+    assert [opt.observe(v) for v in (5.0, 4.0, 4.5, 4.2)] == [None] * 4     # 4.5: too early; 4.2 < 5
     assert not opt.averaging
-    assert opt.observe(4.1) is True                      # 4.1 > min(5.0, 4.0)
-    assert opt.averaging and opt.observe(9.0) is False   # it starts once
+    assert opt.observe(4.1) == 'start'                   # 4.1 > min(5.0, 4.0)
+    assert opt.averaging and opt.observe(9.0) is None    # it starts once (and restarts=0: never again)
+
+
+def test_asgd_restart_is_awd_lstms_fine_tuning(rng):
+    """With restarts=1 the rule is applied again to the checks of the average alone; when it fires the
+    weights become the average and a new average starts from them; a second stall does nothing."""
+    p = [rng.standard_normal(3), rng.standard_normal((2, 2))]
+    opt = ASGD(0.1, nonmono=1, restarts=1)
+    assert [opt.observe(v) for v in (2.0, 3.0, 2.5)] == [None, None, 'start']
+    for _ in range(3):
+        opt.update(p, [rng.standard_normal(a.shape) for a in p])
+    # the average's own checks: 2.45 > min(2.4) fires; the raw checks before (2.0) do not count
+    assert [opt.observe(v) for v in (2.4, 2.3, 2.45)] == [None, None, 'restart']
+    avg = [a.copy() for a in opt.avg]
+    opt.restart(p)
+    for a, b in zip(p, avg):
+        np.testing.assert_array_equal(a, b)
+    assert (opt.avg_count, opt.restarted, opt.phase_start) == (0, 1, 6)
+    g = [rng.standard_normal(a.shape) for a in p]
+    opt.update(p, g)
+    for a, b, gi in zip(opt.avg, avg, g):                 # m = 1: the new average is the first new point
+        np.testing.assert_allclose(a, b - 0.1 * gi, rtol=1e-15)
+    assert [opt.observe(v) for v in (2.2, 2.1, 2.3)] == [None, None, None]     # restarts spent
+
+
+def test_sgd_weight_decay_is_l2_in_the_update(rng):
+    p = rng.standard_normal((4, 3))
+    g = rng.standard_normal((4, 3))
+    view = p.T                                            # a non-contiguous view takes the other path
+    expected = p - 0.5 * (g + 0.01 * p)
+    SGD(0.5, weight_decay=0.01).update([p], [g])
+    np.testing.assert_allclose(p, expected, rtol=1e-15)
+    q, h = rng.standard_normal((5, 2)), rng.standard_normal((5, 2))
+    expected = q.T - 0.5 * (h.T + 0.01 * q.T)
+    SGD(0.5, weight_decay=0.01).update([q.T], [h.T])
+    np.testing.assert_allclose(q.T, expected, rtol=1e-15)
+    assert view.base is p
 
 
 def test_asgd_averages_after_the_trigger_and_swaps_back_exactly(rng):
@@ -239,17 +275,18 @@ def test_variable_bptt_windows_advance_together_and_scale_the_learning_rate():
 
 # -- in a run: NT-ASGD's average is validated, saved, checkpointed and resumed ---
 
-def asgd_run(tmp_path, max_epoch, resume=None, lr=3.0):
+def asgd_run(tmp_path, max_epoch, resume=None, lr=3.0, data=None, **options):
     from common.settings import TrainSettings
     from common.training import make_sgd, train_with_validation
     rng = np.random.default_rng(7)
-    train, valid = rng.integers(0, 12, 1201).astype(np.int32), rng.integers(0, 12, 301).astype(np.int32)
+    train, valid = data or (rng.integers(0, 12, 1201).astype(np.int32), rng.integers(0, 12, 301).astype(np.int32))
     np.random.seed(1)
     model = Rnnlm(12, 8, 8, num_layers=1, cell='lstm', locked_dropout=True, dropout_ratio=0.1, weight_drop=0.3,
                   embed_dropout=0.1, ar_alpha=1.0, tar_beta=1.0)
-    s = TrainSettings(batch_size=4, time_size=10, eval_interval=0, eval_batch_size=3, max_grad=1.0, lr_decay=1.0,
-                      max_epoch=max_epoch, asgd_nonmono=1, variable_bptt=True, seed=4, out_dir=str(tmp_path),
-                      checkpoint_path=str(tmp_path / 'c.npz'), save_path=str(tmp_path / 'm.npz'))
+    s = TrainSettings(**{**dict(batch_size=4, time_size=10, eval_interval=0, eval_batch_size=3, max_grad=1.0,
+                                lr_decay=1.0, max_epoch=max_epoch, asgd_nonmono=1, variable_bptt=True, seed=4,
+                                out_dir=str(tmp_path), checkpoint_path=str(tmp_path / 'c.npz'),
+                                save_path=str(tmp_path / 'm.npz')), **options})
     opt = make_sgd(lr, s)
     result = train_with_validation(model, opt, (train, valid, valid), s, resume=resume)
     return model, opt, result
@@ -282,6 +319,46 @@ def test_asgd_average_is_what_a_run_validates_saves_and_resumes_bit_identical(tm
         np.testing.assert_array_equal(a, b)
     assert (opt.checks, opt.avg_count) == (opt2.checks, opt2.avg_count)
     assert result2['test_ppl'] == result['test_ppl']
+
+
+def test_asgd_restart_and_weight_decay_in_a_run_resume_bit_identical(tmp_path):
+    """The fine-tuning restart happens in a run (logged, the weights set to the average) and a run
+    stopped after it and resumed ends where the uninterrupted one does; weight decay is in the update.
+    Train on x → x+1, validate on x → x+5: the better the model learns, the worse valid gets, so
+    averaging starts and the average stalls."""
+    import json
+    ids = np.arange(1201, dtype=np.int32)
+    options = dict(asgd_restarts=2, weight_decay=1e-3, data=(ids % 12, (ids[:301] * 5) % 12))
+    model, opt, result = asgd_run(tmp_path / 'a', 9, lr=1.0, **options)
+    log = [json.loads(line) for line in open(tmp_path / 'a' / 'log.jsonl')]
+    events = [(r['event'], r['epoch']) for r in log if r['event'].startswith('asgd_')]
+    assert events[0][0] == 'asgd_start' and 'asgd_restart' in {e for e, _ in events}, events
+    assert opt.restarted >= 1 and opt.weight_decay == 1e-3
+    restart_epoch = next(e for name, e in events if name == 'asgd_restart')
+    asgd_run(tmp_path / 'b', restart_epoch + 1, lr=1.0, **options)
+    from common.checkpoint import load_checkpoint
+    resumed, opt2, result2 = asgd_run(tmp_path / 'b', 9, resume=load_checkpoint(str(tmp_path / 'b' / 'c.npz')),
+                                      lr=1.0, **options)
+    for p, q in zip(model.params, resumed.params):
+        np.testing.assert_array_equal(p, q)
+    assert (opt.checks, opt.avg_count, opt.restarted, opt.phase_start) == \
+        (opt2.checks, opt2.avg_count, opt2.restarted, opt2.phase_start)
+    assert result2['test_ppl'] == result['test_ppl']
+    # without weight decay the same run ends elsewhere: the option reaches the optimizer
+    plain, _, _ = asgd_run(tmp_path / 'c', 3, lr=1.0, asgd_restarts=2)
+    decayed, _, _ = asgd_run(tmp_path / 'd', 3, lr=1.0, **options)
+    assert not np.array_equal(plain.params[1], decayed.params[1])
+
+
+def test_weight_decay_needs_an_optimizer_that_applies_it(tmp_path):
+    from common.errors import ConfigError
+    from common.optimizer import Adam
+    from common.settings import TrainSettings
+    from common.training import train_with_validation
+    corpus = np.arange(500) % 7
+    with pytest.raises(ConfigError, match='--weight-decay 0.001 is part of the SGD update, which Adam does not do'):
+        train_with_validation(Rnnlm(7, 4, 4), Adam(0.01), (corpus, corpus, None),
+                              TrainSettings(weight_decay=1e-3, batch_size=2, time_size=5, out_dir=str(tmp_path)))
 
 
 def test_asgd_needs_the_asgd_optimizer(tmp_path):

@@ -137,7 +137,8 @@ def test_weight_dropped_gru_against_torch_autograd(rng):
         np.testing.assert_allclose(mine, ref.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
-def test_asgd_against_torch_asgd(rng):
+@pytest.mark.parametrize('weight_decay', [0.0, 0.05])
+def test_asgd_against_torch_asgd(rng, weight_decay):
     """After the trigger our average is torch.optim.ASGD's ``ax`` with lambd=0 and t0=-1, and the
     parameters follow the same SGD steps. (torch's step k uses mu = 1 / max(1, k - 1 - t0): with AWD-LSTM's
     t0=0 the first step's weights are copied, then replaced by the second's, so its average leaves out the
@@ -146,7 +147,7 @@ def test_asgd_against_torch_asgd(rng):
     shapes = [(3, 4), (4,)]
     params = [rng.standard_normal(s) for s in shapes]
     grads = [[rng.standard_normal(s) for s in shapes] for _ in range(7)]
-    mine = ASGD(0.3, nonmono=1)
+    mine = ASGD(0.3, nonmono=1, weight_decay=weight_decay)
     for v in (1.0, 0.5, 2.0):
         mine.observe(v)
     assert mine.averaging
@@ -154,7 +155,7 @@ def test_asgd_against_torch_asgd(rng):
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)            # torch keeps its step size and mu in the default dtype
     try:
-        opt = torch.optim.ASGD(tparams, lr=0.3, lambd=0.0, alpha=0.75, t0=-1, weight_decay=0)
+        opt = torch.optim.ASGD(tparams, lr=0.3, lambd=0.0, alpha=0.75, t0=-1, weight_decay=weight_decay)
         for g in grads:
             mine.update(params, g)
             for tp, gi in zip(tparams, g):
