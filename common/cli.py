@@ -47,6 +47,7 @@ nonnegative_int = _number(int, lambda v: v >= 0, 'a non-negative integer')
 positive_float = _number(float, lambda v: v > 0, 'a positive number')
 nonnegative_float = _number(float, lambda v: v >= 0, 'a non-negative number')
 ratio = _number(float, lambda v: 0 <= v < 1, 'in [0, 1)')
+fraction = _number(float, lambda v: 0 <= v <= 1, 'a fraction in [0, 1]')
 greater_than_one = _number(float, lambda v: v > 1, 'a number greater than 1')
 
 

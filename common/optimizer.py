@@ -150,12 +150,16 @@ class ASGD(SGD):
         fired = n > 0 and len(phase) > n and valid_loss > min(phase[:-n])
         checks.append(float(valid_loss))
         if fired and not self.averaging:
-            self.averaging = True
-            self.phase_start = len(checks)      # the checks of the average come next
+            self.start()
             return 'start'
         if fired and self.avg is not None and self.restarted < self.restarts:
             return 'restart'
         return None
+
+    def start(self):
+        """Average from the next update on (the trigger, or a caller's own rule)."""
+        self.averaging = True
+        self.phase_start = len(self.checks)     # the checks of the average come next
 
     def restart(self, params):
         """Fine-tuning: p ← a, and average anew from the next update."""

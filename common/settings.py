@@ -18,7 +18,7 @@ from argparse import BooleanOptionalAction
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from common.cli import (add_checkpoint_flags, check_output_dir, nonnegative_float, nonnegative_int,
+from common.cli import (add_checkpoint_flags, check_output_dir, fraction, nonnegative_float, nonnegative_int,
                         optional_positive_float, positive_float, positive_int)
 from common.errors import ConfigError
 
@@ -47,6 +47,7 @@ class TrainSettings:
     seed: Optional[int] = None             # the run's --seed (here: the variable BPTT lengths' generator)
     asgd_nonmono: int = 0                  # NT-ASGD: average once valid is worse than N checks ago; 0: never
     asgd_restarts: int = 0                 # NT-ASGD fine-tuning: restart from the average when it stalls, N times
+    asgd_latest: float = 0.0               # NT-ASGD: average at the latest once this fraction of the budget is spent
     weight_decay: float = 0.0              # L2 on every weight in the SGD update: g + λ·p
     variable_bptt: bool = False            # draw each window's length around time_size, lr scaled by it
 
@@ -87,6 +88,8 @@ class TrainSettings:
             value = getattr(self, name)
             if value is not None and not number(value, lambda v: v > 0):
                 raise ConfigError(f"{name} must be a positive number or None (no limit), got {value!r}")
+        if not number(self.asgd_latest, lambda v: 0 <= v <= 1):
+            raise ConfigError(f"asgd_latest must be a fraction in [0, 1] (0: off), got {self.asgd_latest!r}")
         if not number(self.weight_decay, lambda v: v >= 0):
             raise ConfigError(f"weight_decay must be a non-negative number (0: none), got {self.weight_decay!r}")
         for name in ('lr_decay', 'lr_epoch_factor'):
@@ -114,7 +117,7 @@ def add_training_flags(parser, defaults, helps=None):
     ``defaults`` (flag name without dashes -> value: lr, lr_decay,
     lr_epoch_factor, max_grad, batch_size, time_size, max_epoch,
     eval_interval, eval_batch_size, out_dir, model_file; optional
-    asgd_nonmono, asgd_restarts, weight_decay, variable_bptt) and ``helps``
+    asgd_nonmono, asgd_restarts, asgd_latest, weight_decay, variable_bptt) and ``helps``
     (the same keys -> help text) where a script says more. Returns the
     'training' group, for a script's own training flags."""
     d, h = defaults, {**TRAINING_HELP, **(helps or {})}
@@ -136,6 +139,8 @@ def add_training_flags(parser, defaults, helps=None):
                    help=h['asgd_nonmono'])
     g.add_argument('--asgd-restarts', type=nonnegative_int, default=d.get('asgd_restarts', 0), metavar='N',
                    help=h['asgd_restarts'])
+    g.add_argument('--asgd-latest', type=fraction, default=d.get('asgd_latest', 0.0), metavar='F',
+                   help=h['asgd_latest'])
     g.add_argument('--weight-decay', type=nonnegative_float, default=d.get('weight_decay', 0.0), metavar='λ',
                    help=h['weight_decay'])
     g.add_argument('--variable-bptt', action=BooleanOptionalAction, default=d.get('variable_bptt', False),
@@ -172,6 +177,9 @@ TRAINING_HELP = {
                      "the best of its own checks more than --asgd-nonmono epochs before, set the weights to the "
                      "average and start a new average from there; at most N times (0: never; nothing without "
                      "--asgd-nonmono)",
+    'asgd_latest': 'NT-ASGD: start averaging at the latest once this fraction of the training budget '
+                   '(--max-epoch, or --max-seconds when given) is spent, so that a short run still ends with '
+                   'an average; judged at epoch ends (0: only the non-monotone rule)',
     'weight_decay': 'L2 weight decay λ in the SGD update, p ← p − lr·(g + λ·p) (AWD-LSTM: 1.2e-6; 0: none)',
     'variable_bptt': "draw each iteration's window length around --time-size (T with probability 0.95, else "
                      "T/2; then N(., 5), at least 5) and scale the learning rate by length / T, as AWD-LSTM",

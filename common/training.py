@@ -253,12 +253,25 @@ class EpochLoop:
         if event == 'start':
             print(f'| epoch {epoch} | valid did not improve on {opt.nonmono} epochs ago: '
                   f'averaging the weights (NT-ASGD) from now on', flush=True)
+        elif observe and not opt.averaging and self.s.asgd_latest and self.budget_spent() >= self.s.asgd_latest:
+            opt.start()
+            event = 'start'
+            print(f'| epoch {epoch} | {self.budget_spent():.0%} of the training budget spent: '
+                  f'averaging the weights (NT-ASGD) from now on', flush=True)
         elif event == 'restart':
             opt.restart(self.model.params)
             print(f'| epoch {epoch} | the average did not improve on {opt.nonmono} epochs ago: training goes on '
                   f'from it with a new average (fine-tuning {opt.restarted} of {opt.restarts})', flush=True)
         if event:
             self.log.write(event=f'asgd_{event}', epoch=epoch, iters=self.trainer.total_iters)
+
+    def budget_spent(self):
+        """The fraction of the training budget spent: epochs of --max-epoch, or
+        training seconds of --max-seconds, whichever is further."""
+        spent = self.state.epoch / self.s.max_epoch
+        if self.s.max_seconds:
+            spent = max(spent, self.trainer.train_seconds / self.s.max_seconds)
+        return spent
 
     def end_epoch(self, lr, valid_ppl, partial):
         st, trainer, unit = self.state, self.trainer, self.s.unit

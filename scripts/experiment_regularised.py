@@ -2,6 +2,8 @@
 
     python scripts/experiment_regularised.py                       # PTB-mini, everything (≈ 1 h on 2 cores)
     python scripts/experiment_regularised.py --only book,regularised --jobs 2
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+        python scripts/experiment_regularised.py --only regularised-h300 --jobs 1 --threads 2   # alone, 2 cores
     python scripts/experiment_regularised.py --corpus wikitext-2 --seconds 600 --book-seconds 600 \
         --only book,regularised
 
@@ -13,8 +15,8 @@ Corpora, built from real files in --data-dir (default $DLFS_DATA_DIR, then ../sh
   halves of its test.txt.
 
 Every variant is one run of ``scripts/train_better_rnnlm.py`` (its command is
-printed and recorded), one thread each (OPENBLAS_NUM_THREADS=1; ``--jobs``
-runs go side by side). Variants:
+printed and recorded), ``--threads`` BLAS threads each (default 1:
+OPENBLAS_NUM_THREADS=1; ``--jobs`` runs go side by side). Variants:
 
 * ``book``: the chapter-6 recipe at H = 200 (lr 20, clip 0.25, dropout 0.5), 12 epochs;
 * ``regularised``: ``--recipe regularised`` for ``--seconds`` of training;
@@ -90,12 +92,14 @@ def sized(flags, hidden):
     return flags
 
 
-def variants(seconds, ablation_epochs, book_seconds=None, ablation_hidden=200):
+def variants(seconds, ablation_epochs, book_seconds=None, ablation_hidden=200, seed=1):
     """name -> (flags, budget description)."""
-    book = SIZE + ['--lr', '20', '--dropout', '0.5', '--max-epoch', '12']
+    size = list(SIZE)
+    size[size.index('--seed') + 1] = str(seed)
+    book = size + ['--lr', '20', '--dropout', '0.5', '--max-epoch', '12']
     v = {'book': (book + ['--max-seconds', str(book_seconds)], f'12 epochs or {book_seconds:g} s') if book_seconds
          else (book, '12 epochs'),
-         'regularised': (SIZE + ['--recipe', 'regularised', '--max-epoch', '100000', '--max-seconds', str(seconds)],
+         'regularised': (size + ['--recipe', 'regularised', '--max-epoch', '100000', '--max-seconds', str(seconds)],
                          f'{seconds:g} s')}
     for hidden in WIDER:
         v[f'book-h{hidden}'] = (sized(v['book'][0], hidden), v['book'][1])
@@ -103,7 +107,7 @@ def variants(seconds, ablation_epochs, book_seconds=None, ablation_hidden=200):
     # AWD-LSTM's PTB command line has weaker input dropouts than its defaults (the recipe's)
     v['regularised-ptb-dropouts'] = (v['regularised'][0] + ['--dropout-input', '0.4', '--dropout-hidden', '0.25'],
                                      f'{seconds:g} s')
-    short = sized(SIZE, ablation_hidden) + ['--recipe', 'regularised', '--max-epoch', str(ablation_epochs)]
+    short = sized(size, ablation_hidden) + ['--recipe', 'regularised', '--max-epoch', str(ablation_epochs)]
     v['regularised-short'] = (short, f'{ablation_epochs} epochs')
     for piece, off in PIECES.items():
         v[f'no-{piece}'] = (short + off, f'{ablation_epochs} epochs')
@@ -118,11 +122,12 @@ def loadavg():
         return None
 
 
-def run_variant(name, flags, files, out):
+def run_variant(name, flags, files, out, threads=1):
     run_dir = os.path.join(out, name)
     cmd = [sys.executable, SCRIPT, '--train-file', files[0], '--valid-file', files[1], '--test-file', files[2],
            '--out-dir', run_dir, *flags]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1', OMP_NUM_THREADS='1',
+    n = str(threads)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n, OMP_NUM_THREADS=n,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     print(f'[{name}] {shlex.join(cmd)}', flush=True)
     load_before, t0 = loadavg(), time.time()
@@ -131,8 +136,10 @@ def run_variant(name, flags, files, out):
     result = collect(name, out)
     result.update(command=shlex.join(cmd[1:]), returncode=rc, wall_s=time.time() - t0, load_before=load_before,
                   load_after=loadavg())
+    result['threads'] = threads
     with open(os.path.join(run_dir, 'run.json'), 'w') as f:
-        json.dump({k: result[k] for k in ('command', 'returncode', 'wall_s', 'load_before', 'load_after')}, f)
+        json.dump({k: result[k] for k in ('command', 'returncode', 'wall_s', 'load_before', 'load_after',
+                                          'threads')}, f)
     print(f"[{name}] test ppl {result['test_ppl']} after {result['epochs']} epochs, "
           f"{result['train_seconds'] or 0:.0f} s of training (exit {rc})", flush=True)
     return name, result
@@ -202,15 +209,18 @@ def main(argv=None):
                                                       '(for a larger corpus: the same budget as the other)')
     p.add_argument('--ablation-epochs', type=int, default=10, help='training budget of each ablation run')
     p.add_argument('--ablation-hidden', type=int, default=200, help='model size (embedding = hidden) of the ablation')
+    p.add_argument('--seed', type=int, default=1, help='seed of every run (weights, dropout masks, windows)')
     p.add_argument('--only', help='comma-separated variants (default: all): book, regularised, '
                                   'book-h300, book-h400, regularised-h300, regularised-h400, regularised-ptb-dropouts, '
                                   'regularised-short, ' + ', '.join(f'no-{k}' for k in PIECES))
-    p.add_argument('--jobs', type=int, default=2, help='runs side by side (one thread each)')
+    p.add_argument('--jobs', type=int, default=2, help='runs side by side')
+    p.add_argument('--threads', type=int, default=1, help='BLAS threads of each run (one run alone on the '
+                                                          'machine: --jobs 1 --threads <cores>)')
     p.add_argument('--report', action='store_true', help='run nothing: write results.json and curves.png '
                                                          'from the runs already in --out')
     p.add_argument('--out', default=os.path.join('runs', 'experiment_regularised'))
     args = p.parse_args(argv)
-    todo = variants(args.seconds, args.ablation_epochs, args.book_seconds, args.ablation_hidden)
+    todo = variants(args.seconds, args.ablation_epochs, args.book_seconds, args.ablation_hidden, args.seed)
     if args.only:
         unknown = [k for k in args.only.split(',') if k not in todo]
         if unknown:
@@ -221,16 +231,17 @@ def main(argv=None):
     results_path = os.path.join(out, 'results.json')
     if not args.report:
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda kv: run_variant(kv[0], kv[1][0], files, out), todo.items()))
+            list(pool.map(lambda kv: run_variant(kv[0], kv[1][0], files, out, args.threads), todo.items()))
     # every variant run so far (by this or an earlier call), from what the runs wrote
-    everything = variants(args.seconds, args.ablation_epochs, args.book_seconds, args.ablation_hidden)
+    everything = variants(args.seconds, args.ablation_epochs, args.book_seconds, args.ablation_hidden, args.seed)
     results = {name: dict(collect(name, out), budget=everything[name][1]) for name in everything
                if os.path.exists(os.path.join(out, name, 'run.json'))}
     with open(results_path, 'w') as f:
         json.dump({'corpus': args.corpus, 'cpu': cpu_name(), 'cores': os.cpu_count(), 'jobs': args.jobs,
+                   'threads': args.threads,
                    'runs': results}, f, indent=1)
     plot(results, os.path.join(out, 'curves.png'), f'{args.corpus}: valid perplexity ({cpu_name()}, '
-                                                   f'{args.jobs} runs side by side, 1 thread each)')
+                                                   f'{args.jobs} runs side by side, {args.threads} thread(s) each)')
     print(f'{"variant":20s} {"budget":>10s} {"epochs":>6s} {"train s":>8s} {"valid":>8s} {"test":>8s}')
     for name, r in results.items():
         print(f"{name:20s} {r['budget']:>10s} {r['epochs']:6d} {r['train_seconds'] or 0:8.0f} "

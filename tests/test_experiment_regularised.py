@@ -45,6 +45,9 @@ def test_wider_variants_change_only_the_model_size():
         assert changed == {'wordvec_size': 300, 'hidden_size': 300}
     ablation, _ = script.parse_recipe_args(v['no-asgd'][0])
     assert (ablation.hidden_size, ablation.wordvec_size, ablation.asgd_nonmono) == (300, 300, 0)
+    seeded, _ = script.parse_recipe_args(experiment.variants(1200, 10, seed=2)['regularised-h300'][0])
+    wide, _ = script.parse_recipe_args(v['regularised-h300'][0])
+    assert {k for k, value in vars(seeded).items() if vars(wide)[k] != value} == {'seed'} and seeded.seed == 2
 
 
 def test_an_unknown_variant_is_a_one_line_error(capsys, tmp_path):

@@ -350,6 +350,25 @@ def test_asgd_restart_and_weight_decay_in_a_run_resume_bit_identical(tmp_path):
     assert not np.array_equal(plain.params[1], decayed.params[1])
 
 
+def test_asgd_starts_at_the_latest_when_the_budget_is_half_spent(tmp_path, capsys):
+    """A rule that would not fire in time (nonmono 50): with asgd_latest=0.5 of 4 epochs averaging starts
+    after epoch 2, and what the run validates from then on is the average."""
+    import json
+    model, opt, result = asgd_run(tmp_path / 'a', 4, asgd_nonmono=50, asgd_latest=0.5)
+    log = [json.loads(line) for line in open(tmp_path / 'a' / 'log.jsonl')]
+    assert [(r['event'], r['epoch']) for r in log if r['event'].startswith('asgd')] == [('asgd_start', 2)]
+    assert '| epoch 2 | 50% of the training budget spent: averaging the weights' in capsys.readouterr().out
+    assert opt.averaging and opt.avg_count == 2 * 30 and opt.phase_start == 2
+    _, never, _ = asgd_run(tmp_path / 'b', 4, asgd_nonmono=50)
+    assert not never.averaging
+
+
+def test_asgd_latest_is_a_fraction(tmp_path):
+    from common.errors import ConfigError
+    with pytest.raises(ConfigError, match=r'asgd_latest must be a fraction in \[0, 1\]'):
+        asgd_run(tmp_path, 2, asgd_latest=1.5)
+
+
 def test_weight_decay_needs_an_optimizer_that_applies_it(tmp_path):
     from common.errors import ConfigError
     from common.optimizer import Adam

@@ -87,19 +87,19 @@ def test_recipe_book_is_the_scripts_own_defaults_and_regularised_sets_every_piec
     assert {**vars(plain), 'recipe': None} == {**vars(book), 'recipe': None}
     assert script.regularisation_options(book) == __import__('ch_gru.rnnlm').rnnlm.REGULARISATION
     assert (book.asgd_nonmono, book.variable_bptt, book.lr_decay, book.cell) == (0, False, 4.0, 'gru')
-    assert (book.weight_decay, book.asgd_restarts) == (0.0, 0)
+    assert (book.weight_decay, book.asgd_restarts, book.asgd_latest) == (0.0, 0, 0.0)
     reg, _ = script.parse_recipe_args(['--recipe', 'regularised', '--weight-drop', '0.2'])
     assert reg.weight_drop == 0.2                          # an explicit flag wins
     assert (reg.locked_dropout, reg.embed_dropout, reg.ar_alpha, reg.tar_beta) == (True, 0.1, 2.0, 1.0)
     assert (reg.dropout_input, reg.dropout_hidden, reg.dropout_output) == (0.65, 0.3, 0.4)
     assert (reg.asgd_nonmono, reg.variable_bptt, reg.lr_decay, reg.cell, reg.lr) == (5, True, 1.0, 'lstm', 30.0)
-    assert (reg.weight_decay, reg.asgd_restarts) == (1.2e-6, 1)
+    assert (reg.weight_decay, reg.asgd_restarts, reg.asgd_latest) == (1.2e-6, 1, 0.5)
 
 
 def test_help_documents_the_recipe_and_every_piece():
     out = run_script('--help').stdout
     for flag in ('--recipe', '--locked-dropout', '--dropout-input', '--dropout-hidden', '--dropout-output',
-                 '--embed-dropout', '--weight-drop', '--ar', '--tar', '--asgd-nonmono', '--asgd-restarts',
+                 '--embed-dropout', '--weight-drop', '--ar', '--tar', '--asgd-nonmono', '--asgd-restarts', '--asgd-latest',
                  '--weight-decay', '--variable-bptt'):
         assert flag in out
     assert 'AWD-LSTM' in out
