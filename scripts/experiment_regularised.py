@@ -61,7 +61,6 @@ PIECES = {
     'asgd': ['--asgd-nonmono', '0'],
     'variable-bptt': ['--no-variable-bptt'],
     'weight-decay': ['--weight-decay', '0'],
-    'asgd-restarts': ['--asgd-restarts', '0'],
 }
 
 

@@ -42,8 +42,7 @@ RECIPES = {
     'book': {},
     'regularised': dict(cell='lstm', lr=30.0, locked_dropout=True, dropout_input=0.65, dropout_hidden=0.3,
                         dropout_output=0.4, embed_dropout=0.1, weight_drop=0.5, ar_alpha=2.0, tar_beta=1.0,
-                        asgd_nonmono=5, asgd_restarts=1, asgd_latest=0.5,
-                        weight_decay=1.2e-6, variable_bptt=True, lr_decay=1.0),
+                        asgd_nonmono=5, asgd_latest=0.5, weight_decay=1.2e-6, variable_bptt=True, lr_decay=1.0),
 }
 
 

@@ -30,7 +30,7 @@ def test_each_ablation_takes_out_exactly_its_piece():
     assert changed == {'locked-dropout': {'locked_dropout'}, 'embed-dropout': {'embed_dropout'},
                        'weight-drop': {'weight_drop'}, 'ar-tar': {'ar_alpha', 'tar_beta'},
                        'asgd': {'asgd_nonmono'}, 'variable-bptt': {'variable_bptt'},
-                       'weight-decay': {'weight_decay'}, 'asgd-restarts': {'asgd_restarts'}}
+                       'weight-decay': {'weight_decay'}}
     book, _ = script.parse_recipe_args(v['book'][0])
     assert (book.recipe, book.lr, book.dropout, book.max_grad, book.hidden_size, book.max_epoch) == \
         ('book', 20.0, 0.5, 0.25, 200, 12)

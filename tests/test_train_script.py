@@ -93,7 +93,7 @@ def test_recipe_book_is_the_scripts_own_defaults_and_regularised_sets_every_piec
     assert (reg.locked_dropout, reg.embed_dropout, reg.ar_alpha, reg.tar_beta) == (True, 0.1, 2.0, 1.0)
     assert (reg.dropout_input, reg.dropout_hidden, reg.dropout_output) == (0.65, 0.3, 0.4)
     assert (reg.asgd_nonmono, reg.variable_bptt, reg.lr_decay, reg.cell, reg.lr) == (5, True, 1.0, 'lstm', 30.0)
-    assert (reg.weight_decay, reg.asgd_restarts, reg.asgd_latest) == (1.2e-6, 1, 0.5)
+    assert (reg.weight_decay, reg.asgd_restarts, reg.asgd_latest) == (1.2e-6, 0, 0.5)
 
 
 def test_help_documents_the_recipe_and_every_piece():
