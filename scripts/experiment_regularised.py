@@ -178,10 +178,13 @@ def plot(results, path, title):
         style = '-' if name in ('book', 'regularised') else '--' if name.startswith('regularised') else ':'
         axes[0].plot(s, v, style, label=name)
         axes[1].plot(e, v, style, label=name)
+    lowest = min((v for r in results.values() for _, _, v in r['curve']), default=None)
     for ax, xlabel in zip(axes, ('training seconds', 'epochs')):
         ax.set_xlabel(xlabel)
         ax.set_ylabel('valid perplexity')
         ax.set_yscale('log')
+        if lowest:      # the first epochs' thousands would squeeze the part that matters
+            ax.set_ylim(0.95 * lowest, 2 * lowest)
         ax.grid(True, which='both', alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
@@ -209,6 +212,8 @@ def main(argv=None):
     p.add_argument('--ablation-epochs', type=int, default=10, help='training budget of each ablation run')
     p.add_argument('--ablation-hidden', type=int, default=200, help='model size (embedding = hidden) of the ablation')
     p.add_argument('--seed', type=int, default=1, help='seed of every run (weights, dropout masks, windows)')
+    p.add_argument('--extra', default='', help='flags added to every run\'s command, e.g. '
+                                               '--extra="--weight-decay 0" (explicit flags win over a recipe)')
     p.add_argument('--only', help='comma-separated variants (default: all): book, regularised, '
                                   'book-h300, book-h400, regularised-h300, regularised-h400, regularised-ptb-dropouts, '
                                   'regularised-short, ' + ', '.join(f'no-{k}' for k in PIECES))
@@ -225,6 +230,7 @@ def main(argv=None):
         if unknown:
             p.error(f"unknown variant {', '.join(unknown)}: choose from {', '.join(todo)}")
         todo = {k: todo[k] for k in args.only.split(',')}
+    todo = {k: (flags + shlex.split(args.extra), budget) for k, (flags, budget) in todo.items()}
     out = os.path.join(args.out, args.corpus)
     files = corpus_files(args.corpus, args.data_dir, os.path.join(out, 'data'))
     results_path = os.path.join(out, 'results.json')

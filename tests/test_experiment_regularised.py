@@ -56,3 +56,14 @@ def test_an_unknown_variant_is_a_one_line_error(capsys, tmp_path):
         experiment.main(['--only', 'regularised,nope', '--out', str(tmp_path)])
     assert exc.value.code == 2
     assert 'unknown variant nope: choose from book, regularised' in capsys.readouterr().err
+
+
+def test_extra_flags_reach_every_run(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(experiment, 'run_variant', lambda name, flags, files, out, threads=1: seen.append(flags))
+    monkeypatch.setattr(experiment, 'corpus_files', lambda name, data, out: os.makedirs(out) or ('t', 'v', 's'))
+    monkeypatch.setattr(experiment, 'plot', lambda *a: None)
+    experiment.main(['--only', 'no-asgd,book', '--extra=--weight-decay 0 --asgd-latest 0', '--out', str(tmp_path)])
+    assert len(seen) == 2 and all(f[-4:] == ['--weight-decay', '0', '--asgd-latest', '0'] for f in seen)
+    args, _ = script.parse_recipe_args(seen[0])
+    assert (args.weight_decay, args.asgd_latest, args.asgd_nonmono) == (0.0, 0.0, 0)
