@@ -144,9 +144,10 @@ class Dropout:
         return dout if self.mask is None else dout * self.mask
 
 
-def dropout_mask(shape, ratio, dtype):
-    """A mask of 0 and 1 / (1 - ratio) in ``dtype``, drawn on the backend."""
-    mask = (backend.uniform(shape, dtype) >= ratio).astype(dtype)
+def dropout_mask(shape, ratio, dtype, rows=True):
+    """A mask of 0 and 1 / (1 - ratio) in ``dtype``, drawn on the backend
+    (``rows``: its first axis is the batch's rows, :func:`common.np.uniform`)."""
+    mask = (backend.uniform(shape, dtype, rows) >= ratio).astype(dtype)
     mask *= 1.0 / (1.0 - ratio)
     return mask
 

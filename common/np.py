@@ -193,10 +193,12 @@ def share_rows(rows, total):
     _shared = None if rows is None else (rows, total)
 
 
-def uniform(shape, dtype):
-    """Uniform [0, 1) samples of ``dtype`` drawn on the backend (rows of a
-    batch: see :func:`share_rows`)."""
-    if _shared is None:
+def uniform(shape, dtype, rows=True):
+    """Uniform [0, 1) samples of ``dtype`` drawn on the backend. With
+    ``rows`` the first axis is the batch's rows (see :func:`share_rows`);
+    otherwise (a mask over words or weights) every process draws the same
+    whole array, as one process would."""
+    if _shared is None or not rows:
         return _generator().random(shape, dtype=dtype)
     rows, total = _shared
     if len(range(total)[rows]) != shape[0]:

@@ -26,9 +26,10 @@ from common.time_layers import TimeEmbedding
 class _Masked:
     """What the masked layers share: ``train_flg``, ``keep_mask``, ``mask``."""
 
-    def __init__(self, ratio):
+    def __init__(self, ratio, rows=True):
         self.params, self.grads = [], []
         self.ratio = ratio
+        self.rows = rows            # the mask's first axis is the batch's rows (data-parallel: see np.uniform)
         self.train_flg = True
         self.keep_mask = False
         self.mask = None
@@ -39,7 +40,7 @@ class _Masked:
     def draw(self, shape, dtype):
         """A new inverted-dropout mask (0 or 1 / (1 − ratio)), unless ``keep_mask``."""
         if not (self.keep_mask and self.mask is not None and self.mask.shape == tuple(shape)):
-            self.mask = dropout_mask(shape, self.ratio, dtype)
+            self.mask = dropout_mask(shape, self.ratio, dtype, self.rows)
         return self.mask
 
 
@@ -88,7 +89,7 @@ class EmbeddingDropout(TimeEmbedding):
 
     def __init__(self, W, ratio=0.1):
         super().__init__(W)
-        self.masked = _Masked(ratio)
+        self.masked = _Masked(ratio, rows=False)
         self.scale = None
 
     train_flg = _masked_train_flg
@@ -127,7 +128,7 @@ class WeightDrop:
         self.layer = layer
         self.params = list(layer.params)       # the raw Wx, Wh, b
         self.grads = layer.grads
-        self.masked = _Masked(ratio)
+        self.masked = _Masked(ratio, rows=False)
 
     train_flg = _masked_train_flg
 

@@ -253,7 +253,8 @@ class EpochLoop:
         if event == 'start':
             print(f'| epoch {epoch} | valid did not improve on {opt.nonmono} epochs ago: '
                   f'averaging the weights (NT-ASGD) from now on', flush=True)
-        elif observe and not opt.averaging and self.s.asgd_latest and self.budget_spent() >= self.s.asgd_latest:
+        elif (observe and not opt.averaging and self.s.asgd_latest      # rank 0's clock decides for every rank
+              and self.comm.bcast(self.budget_spent() >= self.s.asgd_latest)):
             opt.start()
             event = 'start'
             print(f'| epoch {epoch} | {self.budget_spent():.0%} of the training budget spent: '

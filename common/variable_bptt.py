@@ -53,10 +53,11 @@ class VariableBpttTrainer(RnnlmTrainer):
         super().fit(xs, ts, max_epoch, batch_size, time_size, max_grad, eval_interval)
 
     def get_batch(self, x, t, batch_size, time_size):
-        """(batch_size, L) inputs and targets of this iteration's window; sets the scaled learning rate."""
+        """(batch_size, L) inputs and targets of this iteration's window (the ``rows`` of them: a
+        data-parallel rank's block); sets the scaled learning rate."""
         length, start = int(self.lengths[self.iteration]), int(self.starts[self.iteration])
         data_size = len(x)
-        offsets = np.arange(batch_size) * (data_size // batch_size)
+        offsets = np.arange(batch_size)[self.rows] * (data_size // batch_size)
         idx = window_indices(offsets, start, length, data_size)
         self.base_lr = self.optimizer.lr
         self.optimizer.lr = self.base_lr * length / time_size

@@ -375,3 +375,21 @@ def test_nccl_path_reduces_one_flat_device_buffer_on_the_current_stream():
     assert out['device'].startswith('cupy')
     assert out['calls'] == [['allReduce', 17, 'f32', 'sum', 7], ['bcast', 12, 'f32', 0, 7], ['bcast', 5, 'f32', 0, 7]]
     assert out['grads'] == [[[1.0] * 4] * 3, [3.0] * 5]          # summed over 2 ranks, divided by 2
+
+
+@needs_mpi
+def test_the_regularised_recipe_on_two_ranks_is_the_one_process_run(tmp_path, shared_data):
+    """Embedding dropout and weight drop (masks over words and weights, alike on every rank), locked
+    dropout (rows of the global batch), variable BPTT windows (each rank its rows) and NT-ASGD started
+    by --asgd-latest (rank 0's clock decides): two ranks validate as one process does, epoch by epoch."""
+    import json
+    flags = ['--recipe', 'regularised', '--asgd-nonmono', '50', '--asgd-latest', '0.5', '--max-epoch', '4']
+    curves = []
+    for n, out in ((2, tmp_path / 'two'), (0, tmp_path / 'one')):
+        r = ok(launch(n, *tiny_script_args(shared_data, str(out)), *flags, program=SCRIPT))
+        assert '| epoch 2 | 50% of the training budget spent: averaging the weights' in r.stdout
+        log = [json.loads(line) for line in open(out / 'log.jsonl')]
+        assert [(e['event'], e['epoch']) for e in log if e['event'].startswith('asgd')] == [('asgd_start', 2)]
+        curves.append([e['valid_ppl'] for e in log if e['event'] == 'epoch'])
+    assert len(curves[0]) == 4
+    numpy.testing.assert_allclose(curves[0], curves[1], rtol=1e-4)
