@@ -30,3 +30,14 @@ def check_layer(layer, inputs, rng, input_grad=True, backward_returns_tuple=Fals
         assert_close(analytic[i], numerical_gradient(loss, p), f'{type(layer).__name__} param {i}')
     if input_grad:
         assert_close(dx, numerical_gradient(loss, inputs[0]), f'{type(layer).__name__} input')
+
+
+def check_model(model, loss, name=''):
+    """Check ``model.backward()`` after ``loss()`` (which runs the model's
+    forward and returns its loss) against finite differences of ``loss``
+    for every parameter."""
+    loss()
+    model.backward()
+    analytic = [g.copy() for g in model.grads]
+    for i, p in enumerate(model.params):
+        assert_close(analytic[i], numerical_gradient(loss, p), f'{name} param {i} {p.shape}')

@@ -7,7 +7,7 @@ from common.errors import CheckpointError, ConfigError
 from common.time_layers import TimeGRU, TimeLSTM
 from ch_gru.better_rnnlm import BetterRnnlm
 from ch_gru.rnnlm import Rnnlm
-from gradcheck import assert_close, numerical_gradient
+from gradcheck import check_model
 from reference import gru_reference, lstm_reference
 
 
@@ -28,11 +28,7 @@ def test_better_rnnlm_loss_gradient(rng, cell):
         backend.seed(42)        # the same dropout masks at every evaluation
         return model.forward(xs, ts)
 
-    loss()
-    model.backward()
-    grads = [g.copy() for g in model.grads]
-    for i, p in enumerate(model.params):
-        assert_close(grads[i], numerical_gradient(loss, p), f'{cell} param {i} {p.shape}')
+    check_model(model, loss, cell)
 
 
 def test_tied_weight_is_one_parameter_with_one_summed_gradient(rng):

@@ -11,7 +11,7 @@ from common.optimizer import ASGD, SGD
 from common.regularisation import ActivationRegularisation, EmbeddingDropout, LockedDropout, WeightDrop
 from common.time_layers import TimeEmbedding, TimeGRU, TimeLSTM, TimeRNN
 from common.variable_bptt import VariableBpttTrainer, window_lengths
-from gradcheck import assert_close, check_layer, numerical_gradient
+from gradcheck import assert_close, check_layer, check_model, numerical_gradient
 
 CELLS = [(TimeGRU, 3), (TimeLSTM, 4), (TimeRNN, 1)]
 
@@ -115,11 +115,7 @@ def test_regularised_model_gradient_against_finite_differences(cell, tie):
         model.reset_state()
         return model.forward(xs, ts)
 
-    loss()
-    model.backward()
-    analytic = [g.copy() for g in model.grads]
-    for i, p in enumerate(model.params):
-        assert_close(analytic[i], numerical_gradient(loss, p), f'{cell} param {i}')
+    check_model(model, loss, cell)
     assert model.config['weight_drop'] == 0.5 and 'ar_alpha' in model.config
     model.reset_state()
     clean = float(model.forward(xs, ts, train_flg=False))   # evaluation: no masks, no penalty
