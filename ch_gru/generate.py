@@ -3,7 +3,7 @@
 The prime goes through the model once, as one sequence; after that every new
 token is one call with T = 1 on the stateful recurrent layers, which carry the
 state forward — the prefix is never run again. Scores come to the host
-(:func:`common.np.asnumpy`) and are turned into a draw there:
+(:func:`common.backend.asnumpy`) and are turned into a draw there:
 
     p_i ∝ exp(s_i / temperature)   over the top_k highest scores s_i,
                                    excluding the skipped ids;
@@ -18,7 +18,7 @@ import math
 import numpy
 
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.errors import CheckpointError, ConfigError, DataError
 from dataset.chars import CharVocab
 

@@ -2,7 +2,7 @@
 import numpy
 
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.base_model import BaseModel
 from common.errors import ConfigError
 from common.regularisation import ActivationRegularisation, EmbeddingDropout, LockedDropout, WeightDrop
@@ -153,7 +153,7 @@ def load_model(path, dtype=None):
     stored with it and load its parameters. Returns ``(model, meta)``;
     ``meta['vocab']``, when the file has one, lists the tokens in id order."""
     from common.errors import CheckpointError
-    from common.fileio import load_npz
+    from common.run.fileio import load_npz
     arrays, meta = load_npz(path, kind='model file')
     config = dict(meta.get('config') or {})
     if not {'vocab_size', 'wordvec_size', 'hidden_size'} <= set(config):

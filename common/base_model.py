@@ -2,9 +2,9 @@
 import numpy
 
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.errors import CheckpointError
-from common.fileio import load_npz, save_npz
+from common.run.fileio import load_npz, save_npz
 from common.tying import unique_params
 
 PARAMS_FORMAT = 'dlfs-params-1'

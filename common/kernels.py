@@ -10,7 +10,7 @@ The kernel bodies are written in the common subset of CUDA C and Python
 expressions (``exp``, ``tanh``, + − × /), one assignment per statement.
 """
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.functions import sigmoid
 
 # name: (inputs, outputs, body) of each fused step. Outputs may be read before

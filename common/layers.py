@@ -5,7 +5,7 @@ shapes, written in place by ``backward``), ``forward(...)`` and
 ``backward(dout)``; ``backward`` returns the gradient of its input.
 """
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.functions import log_softmax, sigmoid, softmax
 
 
@@ -146,7 +146,7 @@ class Dropout:
 
 def dropout_mask(shape, ratio, dtype, rows=True):
     """A mask of 0 and 1 / (1 - ratio) in ``dtype``, drawn on the backend
-    (``rows``: its first axis is the batch's rows, :func:`common.np.uniform`)."""
+    (``rows``: its first axis is the batch's rows, :func:`common.backend.uniform`)."""
     mask = (backend.uniform(shape, dtype, rows) >= ratio).astype(dtype)
     mask *= 1.0 / (1.0 - ratio)
     return mask

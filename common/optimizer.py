@@ -3,7 +3,7 @@ parameter array in place (so tied views of a parameter stay tied)."""
 import contextlib
 
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 
 
 class SGD:

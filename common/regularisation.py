@@ -4,8 +4,8 @@ Optimizing LSTM Language Models", 2017), as layers in the book's style.
 Each one is a small layer with ``params``/``grads`` (empty, or those of the
 layer it wraps), ``forward`` and ``backward``, and a ``train_flg``: at
 evaluation every one of them is the identity (or adds nothing). The masks are
-drawn on the backend (:func:`common.np.uniform`, seeded with
-:func:`common.np.seed` and saved in checkpoints), one per ``forward`` call,
+drawn on the backend (:func:`common.backend.uniform`, seeded with
+:func:`common.backend.seed` and saved in checkpoints), one per ``forward`` call,
 that is once per batch: a truncated-BPTT window is one sequence to them, as
 in AWD-LSTM's code. ``keep_mask = True`` keeps the last mask instead of
 drawing a new one (gradient checks call ``forward`` many times).
@@ -18,7 +18,7 @@ drawing a new one (gradient checks call ``forward`` many times).
 * :class:`ActivationRegularisation` — the AR and TAR loss terms.
 """
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.layers import dropout_mask
 from common.time_layers import TimeEmbedding
 

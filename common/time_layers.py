@@ -15,7 +15,7 @@ training), which starts from zeros. The dtype of the weights (float32 normally, 
 is the dtype of every buffer.
 """
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common import kernels
 from common.functions import sigmoid
 from common.layers import Embedding, dropout_mask
@@ -367,7 +367,7 @@ class TimeSoftmaxWithLoss:
 class TimeDropout:
     """Inverted dropout over a whole sequence: out = xs ⊙ m / (1 - p) while
     ``train_flg`` is true, out = xs otherwise. m ~ Bernoulli(1 - p), drawn on
-    the backend (see :func:`common.np.seed`)."""
+    the backend (see :func:`common.backend.seed`)."""
 
     def __init__(self, dropout_ratio=0.5):
         self.params, self.grads = [], []

@@ -4,34 +4,21 @@
 update, the after-iteration steps, and a report line every ``eval_interval``
 iterations. What a real run needs beyond it (progress bar, divergence watch,
 time budget, Ctrl-C, validation inside an epoch, ...) are small parts in
-:mod:`common.parts`, called at a few named events; docs/architecture.md says
+:mod:`common.run.parts`, called at a few named events; docs/architecture.md says
 where each step lives and where a new part plugs in.
 """
 import math
 import time
-from collections import namedtuple
 
 import numpy
 
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.errors import DataError
-from common.progress import write
+from common.run.parts import DivergenceWatch, ProgressBar, Stop
+from common.run.progress import describe_ppl, write
 from common.tying import merge_shared_params
 from common.util import clip_grads, window_indices
-
-#: Why and where ``fit`` ended early: reason ('interrupt', 'diverged', 'time', or a part's own)
-#: and the iterations done in that epoch (counting any ``start`` iterations).
-Stop = namedtuple('Stop', 'reason at')
-
-
-def describe_ppl(ppl, unit='word'):
-    """'ppl 123.45', or for character models the loss in nats/char and bits
-    per character as well: loss = ln(ppl) nats = ln(ppl) / ln 2 bits."""
-    if unit == 'char':
-        nats = math.log(ppl)
-        return f'loss {nats:.4f} nats/char | {nats / math.log(2):.4f} bpc | ppl {ppl:.3f}'
-    return f'ppl {ppl:.2f}'
 
 
 class ClipGrads:
@@ -64,14 +51,13 @@ class RnnlmTrainer:
     ``grad_steps``: callables ``step(trainer)`` run between backward and
     update, before clipping (an all-reduce of data-parallel gradients goes
     here). ``parts``: objects with any of the methods of
-    :class:`common.parts.Part`, called at its events. By default a progress
+    :class:`common.run.parts.Part`, called at its events. By default a progress
     bar and the divergence watch. Subclasses change the batching by
     overriding :meth:`epoch_iters` and :meth:`get_batch`
-    (see :class:`common.sentences.SentenceTrainer`).
+    (see :class:`common.batching.sentences.SentenceTrainer`).
     """
 
     def __init__(self, model, optimizer, parts=None, grad_steps=()):
-        from common.parts import DivergenceWatch, ProgressBar
         self.model, self.optimizer = model, optimizer
         self.parts = [ProgressBar(), DivergenceWatch()] if parts is None else list(parts)
         self.grad_steps = list(grad_steps)
@@ -210,16 +196,10 @@ class RnnlmTrainer:
     def plot(self, path=None, ylim=None):
         """Plot ``ppl_list``. With ``path`` write a PNG there (works without a
         display) and return the path; without it show the figure."""
-        from common.plotting import line_plot
+        from common.run.plotting import line_plot     # matplotlib only when a plot is asked for
         x = numpy.arange(len(self.ppl_list))
         xlabel = 'iterations (x' + str(self.eval_interval) + ')'
         return line_plot({'train': (x, self.ppl_list)}, xlabel, 'perplexity', path=path, ylim=ylim)
-
-
-def finite(*values):
-    """Whether every value (floats or backend scalars, e.g. summed losses and
-    gradient norms) is finite."""
-    return all(math.isfinite(float(v)) for v in values)
 
 
 def _exp(x):

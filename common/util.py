@@ -4,9 +4,9 @@ import inspect
 import numpy
 
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.errors import DataError
-from common.progress import progress
+from common.run.progress import progress
 
 
 def to_cpu(x):

@@ -12,7 +12,7 @@ Two ways to read a corpus:
 * sentence mode: every non-empty line is one sequence ``<bos> c1 … cn <eos>``
   (the corpus is these sequences one after the other); training and
   evaluation batch and pad them so that no sequence leaks into the next
-  (:mod:`common.sentences`).
+  (:mod:`common.batching.sentences`).
 
 A single file is split into train / valid / test by fractions (default
 90 / 5 / 5): by characters in continuous mode, by lines in sentence mode,

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 from common.errors import DataError
-from common.fileio import atomic_file
+from common.run.fileio import atomic_file
 
 DATA_DIR_ENV = 'DLFS_DATA_DIR'
 CACHE_DIR_ENV = 'DLFS_CACHE_DIR'

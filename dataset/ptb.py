@@ -11,7 +11,7 @@ import os
 import numpy
 
 from common.errors import CheckpointError, DataError, UserError
-from common.fileio import load_npz, save_npz
+from common.run.fileio import load_npz, save_npz
 from dataset.download import cache_dir, fetch, md5sum
 
 MIRRORS = ['https://raw.githubusercontent.com/tomsercu/lstm/master/data/',

@@ -45,7 +45,7 @@ class Ours:
 
     def __init__(self, cfg, iters, layers=2, tie=True):
         import numpy
-        from common import np as backend
+        from common import backend
         from common.optimizer import SGD
         from common.trainer import RnnlmTrainer
         from ch_gru.rnnlm import Rnnlm
@@ -263,7 +263,7 @@ def main(argv=None):
         CHAR.update(vocab=20, wordvec=8, hidden=8, batch=4, time=6)
     BOOK['eval_batch'] = args.eval_batch_size
 
-    from common.cli import select_backend
+    from common.run.cli import select_backend
     if args.memory_worker:
         if args.memory_worker == 'ours':
             select_backend(args.gpu)

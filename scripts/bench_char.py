@@ -26,7 +26,7 @@ import time
 
 import numpy
 
-from common.cli import HelpFormatter, nonnegative_int, optional_positive_float, positive_float, positive_int, \
+from common.run.cli import HelpFormatter, nonnegative_int, optional_positive_float, positive_float, positive_int, \
     ratio, run, select_backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,10 +113,10 @@ def measured(side, *args):
 def run_ours(corpus, args):
     from ch_gru.generate import CharCodec, TextGenerator
     from ch_gru.rnnlm import Rnnlm
-    from common.cli import check_output_dir
+    from common.run.cli import check_output_dir
     from common.optimizer import Adam
-    from common.settings import TrainSettings
-    from common.training import train_with_validation
+    from common.run.settings import TrainSettings
+    from common.run.loop import train_with_validation
     check_output_dir(args.run_dir)
     log_path = os.path.join(args.run_dir, 'log.jsonl')
     if os.path.exists(log_path):
@@ -253,7 +253,7 @@ def run_torch(corpus, args):
 # -- report -----------------------------------------------------------------------------
 
 def plot(results, path, seconds):
-    from common.plotting import line_plot
+    from common.run.plotting import line_plot
     series = {}
     for name, r in results.items():
         x = [p['train_seconds'] for p in r['curve']]

@@ -26,13 +26,14 @@ sys.path.insert(0, ROOT)
 
 def worker(iters, tiny):
     import numpy
-    from common import distributed, np as backend
-    from common.data_parallel import AllReduceGrads, AverageLoss, FollowRoot, split_rows
+    from common import backend
+    from common.parallel import communicator
+    from common.parallel.steps import AllReduceGrads, AverageLoss, FollowRoot, split_rows
     from common.optimizer import SGD
     from common.trainer import ClipGrads, RnnlmTrainer
     from ch_gru.better_rnnlm import BetterRnnlm
 
-    comm = distributed.world()
+    comm = communicator.world()
     backend.seed(0)
     vocab, size = (100, 16) if tiny else (10000, 650)
     model = BetterRnnlm(vocab, size, size, 0.5)

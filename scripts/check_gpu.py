@@ -242,9 +242,9 @@ def check_oracle(report, backend):
 def train_curve(cfg, iters, corpus, dtype='float32'):
     """Losses of ``iters`` BetterRnnlm iterations (no dropout) and s/iter;
     run in this process on the backend already chosen."""
-    from common import np as backend
+    from common import backend
     from common.optimizer import SGD
-    from common.parts import Part
+    from common.run.parts import Part
     from common.trainer import RnnlmTrainer
     from ch_gru.better_rnnlm import BetterRnnlm
     backend.seed(0)
@@ -467,7 +467,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = QUICK if args.quick else BOOK
 
-    from common.cli import select_backend
+    from common.run.cli import select_backend
     if args.worker_train:           # the NumPy side of the training comparison
         select_backend(False)
         print(json.dumps(train_curve(cfg, args.worker_iters, numpy.load(args.worker_train), args.worker_dtype)))

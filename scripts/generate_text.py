@@ -13,7 +13,7 @@ each, others are separated by a line '----'.
 import argparse
 import sys
 
-from common.cli import HelpFormatter, nonnegative_int, positive_int, run, select_backend
+from common.run.cli import HelpFormatter, nonnegative_int, positive_int, run, select_backend
 
 
 def temperature(text):

@@ -24,10 +24,10 @@ import time
 
 from argparse import BooleanOptionalAction
 
-from common.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_float, parse_args, positive_int,
+from common.run.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_float, parse_args, positive_int,
                         ratio, run, select_backend)
-from common.distributed import world
-from common.settings import TrainSettings, add_training_flags
+from common.parallel.communicator import world
+from common.run.settings import TrainSettings, add_training_flags
 
 #: The book's chapter-6 hyperparameters, with learning rate 10 (stable for the GRU).
 DEFAULTS = dict(lr=10.0, lr_decay=4.0, max_grad=0.25, batch_size=20, time_size=35, max_epoch=40, eval_interval=20,
@@ -154,7 +154,7 @@ def main(argv=None):
         backend.seed(args.seed)
 
     from ch_gru.better_rnnlm import BetterRnnlm
-    from common.training import make_sgd, train_with_validation
+    from common.run.loop import make_sgd, train_with_validation
     from common.errors import ConfigError
 
     if args.wordvec_size != args.hidden_size:

@@ -24,10 +24,10 @@ import os
 import sys
 import time
 
-from common.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_int, parse_args, positive_int,
+from common.run.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_int, parse_args, positive_int,
                         ratio, run, select_backend)
-from common.distributed import world
-from common.settings import TrainSettings, add_training_flags
+from common.parallel.communicator import world
+from common.run.settings import TrainSettings, add_training_flags
 
 OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'adam')
 #: The configuration of the 100-second target (docs/performance.md).
@@ -104,8 +104,8 @@ def main(argv=None):
     from ch_gru.generate import CharCodec, TextGenerator
     from ch_gru.rnnlm import Rnnlm
     from common.errors import ConfigError
-    from common.sentences import SentenceTrainer, eval_sentences
-    from common.training import train_with_validation
+    from common.batching.sentences import SentenceTrainer, eval_sentences
+    from common.run.loop import train_with_validation
     from dataset import chars
 
     if args.tie and args.embed_size != args.hidden_size:
@@ -128,7 +128,7 @@ def main(argv=None):
         print(f'data-parallel: {world().describe()}', flush=True)
 
     if args.optimizer == 'sgd':
-        from common.training import make_sgd
+        from common.run.loop import make_sgd
         optimizer = make_sgd(args.lr, settings)        # NT-ASGD with --asgd-nonmono
     else:
         optimizer = make_optimizer(args.optimizer, args.lr)

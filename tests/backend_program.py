@@ -6,7 +6,7 @@ import sys
 
 import numpy
 
-from common import np as backend
+from common import backend
 from common.optimizer import Adam, SGD
 from common.trainer import RnnlmTrainer
 from common.util import eval_perplexity, to_cpu, to_gpu
@@ -35,7 +35,7 @@ for cell in ('gru', 'lstm'):
 # The AWD-LSTM pieces: every regulariser, NT-ASGD (triggered at once) and variable BPTT, with each cell.
 from ch_gru.rnnlm import Rnnlm
 from common.optimizer import ASGD
-from common.variable_bptt import VariableBpttTrainer
+from common.batching.variable_bptt import VariableBpttTrainer
 for cell in ('gru', 'lstm', 'rnn'):
     model = Rnnlm(30, 8, 8, cell=cell, locked_dropout=True, dropout_input=0.3, dropout_hidden=0.2,
                   dropout_output=0.3, embed_dropout=0.1, weight_drop=0.4, ar_alpha=2.0, tar_beta=1.0)

@@ -117,7 +117,7 @@ def twin_models(vocab_size=30, size=6, dropout_ratio=0.5):
 
 def train_steps(model, optimizer, corpus, max_grad, seed=3):
     """A few iterations of RnnlmTrainer.fit with the dropout masks seeded."""
-    from common import np as backend
+    from common import backend
     from common.trainer import RnnlmTrainer
     backend.seed(seed)
     trainer = RnnlmTrainer(model, optimizer)
@@ -130,7 +130,7 @@ def step_difference(optimizer_class, lr, max_grad, corpus):
     """Largest difference between the weights of the book-style model and
     of the framework's model after the same training steps (0 when the book's
     listing of the tied weight is treated as one parameter)."""
-    from common import np as backend
+    from common import backend
     book, framework = twin_models()
     start = backend.asnumpy(framework.params[0]).copy()
     train_steps(book, optimizer_class(lr), corpus, max_grad)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy  # noqa: E402
 
 from common.np import *  # noqa: E402,F401,F403
-from common import np as backend  # noqa: E402
+from common import backend  # noqa: E402
 from common.optimizer import SGD, AdaGrad, Adam, Momentum  # noqa: E402
 from common.trainer import RnnlmTrainer  # noqa: E402
 from common.util import eval_perplexity, to_cpu, to_gpu  # noqa: E402

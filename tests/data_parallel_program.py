@@ -17,9 +17,9 @@ import numpy
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from common import distributed  # noqa: E402
-from common.checkpoint import load_checkpoint  # noqa: E402
-from common.settings import TrainSettings  # noqa: E402
+from common.parallel import communicator  # noqa: E402
+from common.run.checkpoint import load_checkpoint  # noqa: E402
+from common.run.settings import TrainSettings  # noqa: E402
 
 
 def corpus(n, seed):
@@ -38,14 +38,15 @@ def main(argv=None):
     p.add_argument('--user-error', action='store_true', help='... a DataError (bad input) instead of a RuntimeError')
     p.add_argument('--sleep', type=float, default=0, help='seconds to sleep in each iteration')
     args = p.parse_args(argv)
-    import common.np as backend
+    from common import backend
     from ch_gru.rnnlm import Rnnlm
     from common.optimizer import SGD
-    from common import data_parallel, util
+    from common import util
+    from common.parallel import steps as data_parallel
     from common.errors import DataError
-    from common.parts import CtrlC
-    from common.training import train_with_validation
-    comm = distributed.world()
+    from common.run.parts import CtrlC
+    from common.run.loop import train_with_validation
+    comm = communicator.world()
     if comm.size > 1:
         print(f'data-parallel: {comm.describe()}', flush=True)
     backend.seed(3)
@@ -85,5 +86,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from common.cli import run
+    from common.run.cli import run
     sys.exit(run(main))

@@ -52,7 +52,7 @@ def test_gpu_flag_without_cupy_in_script_is_one_line(tmp_path):
 
 def test_late_switch_is_refused():
     r = run_python('import common.np; from common import config; config.GPU = True; '
-                   'from common.cli import select_backend; select_backend(True)', {})
+                   'from common.run.cli import select_backend; select_backend(True)', {})
     assert r.returncode != 0 and 'after the backend' in r.stderr
 
 

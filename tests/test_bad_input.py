@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from common.cli import run
+from common.run.cli import run
 from common.errors import CheckpointError, ConfigError, DataError, UserError
 from common.optimizer import SGD
-from common.settings import TrainSettings
-from common.training import train_with_validation
+from common.run.settings import TrainSettings
+from common.run.loop import train_with_validation
 from ch_gru.rnnlm import Rnnlm
 from dataset import ptb
 
@@ -256,7 +256,7 @@ def test_library_row(row, tmp_path, monkeypatch):
 
 def test_wrong_model_checkpoint_in_library(tmp_path):
     """A checkpoint of another model, given to the library loop."""
-    from common.checkpoint import load_checkpoint
+    from common.run.checkpoint import load_checkpoint
     library_train(tmp_path, checkpoint_path=str(tmp_path / 'c.npz'))
     np.random.seed(0)
     other = Rnnlm(10, 4, 4, num_layers=2, dropout_ratio=0.0)

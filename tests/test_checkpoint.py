@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from common import np as backend
-from common import fileio
-from common.checkpoint import (Checkpoint, TrainingState, load_checkpoint, optimizer_state, restore_snapshot,
+from common import backend
+from common.run import fileio
+from common.run.checkpoint import (Checkpoint, TrainingState, load_checkpoint, optimizer_state, restore_snapshot,
                                save_checkpoint, set_optimizer_state, snapshot)
 from common.errors import CheckpointError
 from common.optimizer import SGD, AdaGrad, Adam, Momentum

@@ -1,11 +1,11 @@
-"""common.cli: one-line argument errors and options taken from a checkpoint on --resume."""
+"""common.run.cli: one-line argument errors and options taken from a checkpoint on --resume."""
 import argparse
 
 import numpy as np
 import pytest
 
-from common.checkpoint import TrainingState, save_checkpoint
-from common.cli import ArgumentParser, add_checkpoint_flags, parse_args, positive_float
+from common.run.checkpoint import TrainingState, save_checkpoint
+from common.run.cli import ArgumentParser, add_checkpoint_flags, parse_args, positive_float
 from common.optimizer import SGD
 from ch_gru.rnnlm import Rnnlm
 
@@ -21,7 +21,7 @@ def parser():
 
 def settings_of(args, checkpoint):
     """TrainSettings from the flags of parser() (the others at their defaults)."""
-    from common.settings import TrainSettings
+    from common.run.settings import TrainSettings
     return TrainSettings.from_args(argparse.Namespace(save=None, **vars(args)), checkpoint)
 
 

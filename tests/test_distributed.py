@@ -164,7 +164,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path, shared_
     assert seconds < 10 and status != 0
     # mpiexec names the PID it lost; rank 0's start line says which rank had it
     assert re.search(rf'PID {pid}\b', text), text
-    from common.checkpoint import load_checkpoint
+    from common.run.checkpoint import load_checkpoint
     done = load_checkpoint(checkpoint).state.epoch                      # the checkpoint is whole
     assert done >= 1
     r = ok(subprocess.run(['mpiexec', '-n', '2', sys.executable, SCRIPT, '--resume', checkpoint,
@@ -284,26 +284,26 @@ def test_the_benchmark_runs_one_and_two_processes(tmp_path):
 
 
 def test_one_process_without_mpi_uses_the_single_process_communicator(monkeypatch):
-    from common import distributed
+    from common.parallel import communicator
     from common.errors import ConfigError
-    assert distributed.launched_size({}) == 1
-    assert distributed.launched_size({'PMI_SIZE': '4'}) == 4
-    assert distributed.launched_size({'OMPI_COMM_WORLD_SIZE': '3'}) == 3
-    assert distributed.launched_size({'MPI_LOCALNRANKS': '2'}) == 1          # a node's count, not the job's
-    assert distributed.launched_rank({'OMPI_COMM_WORLD_RANK': '2'}) == 2
+    assert communicator.launched_size({}) == 1
+    assert communicator.launched_size({'PMI_SIZE': '4'}) == 4
+    assert communicator.launched_size({'OMPI_COMM_WORLD_SIZE': '3'}) == 3
+    assert communicator.launched_size({'MPI_LOCALNRANKS': '2'}) == 1          # a node's count, not the job's
+    assert communicator.launched_rank({'OMPI_COMM_WORLD_RANK': '2'}) == 2
     monkeypatch.setenv('DLFS_MPI_TIMEOUT', 'soon')
     with pytest.raises(ConfigError, match="DLFS_MPI_TIMEOUT='soon' is not a positive number"):
-        distributed.mpi_timeout()
-    monkeypatch.setattr(distributed, '_world', None)
-    world = distributed.world()
-    assert isinstance(world, distributed.SingleProcess) and world.is_root
+        communicator.mpi_timeout()
+    monkeypatch.setattr(communicator, '_world', None)
+    world = communicator.world()
+    assert isinstance(world, communicator.SingleProcess) and world.is_root
     assert world.rows(20) == slice(0, 20)
     flat = numpy.arange(4.0)
     assert world.allreduce_mean_(flat) is flat and flat.tolist() == [0, 1, 2, 3]
 
 
 def test_grad_bucket_packs_and_unpacks_every_gradient(rng):
-    from common.data_parallel import GradBucket
+    from common.parallel.steps import GradBucket
     grads = [rng.standard_normal(s).astype(numpy.float32) for s in ((3, 4), (5,), (2, 2, 2))]
     want = [g.copy() for g in grads]
     bucket = GradBucket(grads)
@@ -316,7 +316,7 @@ def test_grad_bucket_packs_and_unpacks_every_gradient(rng):
 
 
 def test_row_blocks_draw_the_masks_of_the_whole_batch():
-    from common import np as backend
+    from common import backend
     from common.layers import dropout_mask
     backend.seed(5)
     whole = dropout_mask((4, 3, 2), 0.5, numpy.float32)
@@ -339,8 +339,8 @@ import numpy
 from common import config
 config.GPU = True
 from common.np import np                       # the stand-in CuPy
-from common import distributed
-from common.data_parallel import AllReduceGrads
+from common.parallel import communicator
+from common.parallel.steps import AllReduceGrads
 
 calls = []
 nccl = types.SimpleNamespace(NCCL_FLOAT32='f32', NCCL_FLOAT64='f64', NCCL_FLOAT16='f16', NCCL_SUM='sum')
@@ -350,11 +350,11 @@ class Comm:
         flats[0] *= 2                          # what a second rank with the same gradients adds
     def bcast(self, ptr, count, dtype, root, stream):
         calls.append(['bcast', count, dtype, root, stream])
-gpus = distributed.NcclCollectives(nccl, Comm(), 2)
+gpus = communicator.NcclCollectives(nccl, Comm(), 2)
 gpus.pointer = lambda a: 1234
 gpus.stream = lambda: 7
 flats = []
-class Ranks(distributed.SingleProcess):
+class Ranks(communicator.SingleProcess):
     size = 2
     def allreduce_mean_(self, flat):
         flats[:] = [flat]

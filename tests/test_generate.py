@@ -8,7 +8,7 @@ from ch_gru.generate import CharCodec, TextGenerator, generate_ids, sample_id
 from ch_gru.rnnlm import Rnnlm
 from common.errors import CheckpointError, ConfigError, DataError
 from common.optimizer import Adam
-from common.sentences import SentenceTrainer
+from common.batching.sentences import SentenceTrainer
 from common.trainer import RnnlmTrainer
 from dataset.chars import CharVocab
 

@@ -11,10 +11,10 @@ PROGRAM = r'''
 import json, sys
 import numpy
 import cupy
-from common import np as backend
+from common import backend
 from common.time_layers import TimeAffine, TimeGRU, TimeLSTM
 from common.optimizer import SGD
-from common.checkpoint import optimizer_state
+from common.run.checkpoint import optimizer_state
 
 rng = numpy.random.default_rng(0)
 def dev(*shape, dtype='float32'):
@@ -122,7 +122,7 @@ def test_deterministic_embedding_gradient_on_the_gpu_path():
     repeated many times and missing ones."""
     code = r'''
 import json, numpy
-from common import np as backend
+from common import backend
 rng = numpy.random.default_rng(0)
 ids = rng.integers(0, 9, (6, 7)); ids[0, :] = 4
 values = rng.standard_normal((6, 7, 5)).astype('float32')

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from common import np as backend
+from common import backend
 from common.layers import (Affine, Dropout, Embedding, MatMul, Sigmoid, SigmoidWithLoss, Softmax,
                            SoftmaxWithLoss)
 from common.time_layers import (TimeAffine, TimeDropout, TimeEmbedding, TimeGRU, TimeLSTM, TimeRNN,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from common import np as backend
+from common import backend
 from common.errors import CheckpointError, ConfigError
 from common.time_layers import TimeGRU, TimeLSTM
 from ch_gru.better_rnnlm import BetterRnnlm

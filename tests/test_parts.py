@@ -1,4 +1,4 @@
-"""Each part of a training run on its own (common.parts), on a trainer with
+"""Each part of a training run on its own (common.run.parts), on a trainer with
 hand-made models; the parts working together are tested in test_training*.py."""
 import json
 import math
@@ -7,10 +7,11 @@ import signal
 import numpy as np
 import pytest
 
-import common.parts as parts
+import common.run.parts as parts
 from common.optimizer import SGD
-from common.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, Part, ProgressBar, TimeBudget, ValidEvery
-from common.trainer import RnnlmTrainer, Stop
+from common.run.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, Part, ProgressBar, TimeBudget, ValidEvery
+from common.run.parts import Stop
+from common.trainer import RnnlmTrainer
 
 CORPUS = np.arange(201)          # 20 iterations of 2 x 5
 
@@ -196,9 +197,9 @@ def test_valid_every_evaluates_from_a_fresh_state_and_puts_the_state_back(tmp_pa
 
 def test_checkpoints_save_resume_and_a_failed_write(tmp_path, capsys):
     from ch_gru.rnnlm import Rnnlm
-    from common.checkpoint import TrainingState, load_checkpoint
-    from common.settings import TrainSettings
-    from common.training import Checkpoints, Record
+    from common.run.checkpoint import TrainingState, load_checkpoint
+    from common.run.settings import TrainSettings
+    from common.run.loop import Checkpoints, Record
     np.random.seed(0)
     model, record = Rnnlm(5, 4, 4, num_layers=1), Record(list('abcde'), None, {'lr': 1.0}, {})
     saved = TrainSettings(checkpoint_path=str(tmp_path / 'c.npz'), max_epoch=3)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from ch_gru.rnnlm import Rnnlm
-from common import np as backend
+from common import backend
 from common.optimizer import ASGD, SGD
 from common.regularisation import ActivationRegularisation, EmbeddingDropout, LockedDropout, WeightDrop
 from common.time_layers import TimeEmbedding, TimeGRU, TimeLSTM, TimeRNN
-from common.variable_bptt import VariableBpttTrainer, window_lengths
+from common.batching.variable_bptt import VariableBpttTrainer, window_lengths
 from gradcheck import assert_close, check_layer, check_model, numerical_gradient
 
 CELLS = [(TimeGRU, 3), (TimeLSTM, 4), (TimeRNN, 1)]
@@ -272,8 +272,8 @@ def test_variable_bptt_windows_advance_together_and_scale_the_learning_rate():
 # -- in a run: NT-ASGD's average is validated, saved, checkpointed and resumed ---
 
 def asgd_run(tmp_path, max_epoch, resume=None, lr=3.0, data=None, **options):
-    from common.settings import TrainSettings
-    from common.training import make_sgd, train_with_validation
+    from common.run.settings import TrainSettings
+    from common.run.loop import make_sgd, train_with_validation
     rng = np.random.default_rng(7)
     train, valid = data or (rng.integers(0, 12, 1201).astype(np.int32), rng.integers(0, 12, 301).astype(np.int32))
     np.random.seed(1)
@@ -291,8 +291,8 @@ def asgd_run(tmp_path, max_epoch, resume=None, lr=3.0, data=None, **options):
 def test_asgd_average_is_what_a_run_validates_saves_and_resumes_bit_identical(tmp_path):
     """Random ids: nothing to learn, so valid gets worse and averaging starts; a run stopped after two
     epochs and resumed ends exactly where the uninterrupted one does, average included."""
-    from common.checkpoint import load_checkpoint
-    from common.fileio import load_npz
+    from common.run.checkpoint import load_checkpoint
+    from common.run.fileio import load_npz
     model, opt, result = asgd_run(tmp_path / 'a', 6)
     log = [__import__('json').loads(line) for line in open(tmp_path / 'a' / 'log.jsonl')]
     assert opt.averaging and opt.avg_count > 0 and any(r['event'] == 'asgd_start' for r in log)
@@ -332,7 +332,7 @@ def test_asgd_restart_and_weight_decay_in_a_run_resume_bit_identical(tmp_path):
     assert opt.restarted >= 1 and opt.weight_decay == 1e-3
     restart_epoch = next(e for name, e in events if name == 'asgd_restart')
     asgd_run(tmp_path / 'b', restart_epoch + 1, lr=1.0, **options)
-    from common.checkpoint import load_checkpoint
+    from common.run.checkpoint import load_checkpoint
     resumed, opt2, result2 = asgd_run(tmp_path / 'b', 9, resume=load_checkpoint(str(tmp_path / 'b' / 'c.npz')),
                                       lr=1.0, **options)
     for p, q in zip(model.params, resumed.params):
@@ -368,8 +368,8 @@ def test_asgd_latest_is_a_fraction(tmp_path):
 def test_weight_decay_needs_an_optimizer_that_applies_it(tmp_path):
     from common.errors import ConfigError
     from common.optimizer import Adam
-    from common.settings import TrainSettings
-    from common.training import train_with_validation
+    from common.run.settings import TrainSettings
+    from common.run.loop import train_with_validation
     corpus = np.arange(500) % 7
     with pytest.raises(ConfigError, match='--weight-decay 0.001 is part of the SGD update, which Adam does not do'):
         train_with_validation(Rnnlm(7, 4, 4), Adam(0.01), (corpus, corpus, None),
@@ -378,8 +378,8 @@ def test_weight_decay_needs_an_optimizer_that_applies_it(tmp_path):
 
 def test_asgd_needs_the_asgd_optimizer(tmp_path):
     from common.errors import ConfigError
-    from common.settings import TrainSettings
-    from common.training import train_with_validation
+    from common.run.settings import TrainSettings
+    from common.run.loop import train_with_validation
     corpus = np.arange(500) % 7
     with pytest.raises(ConfigError, match='--asgd-nonmono averages SGD, not SGD'):
         train_with_validation(Rnnlm(7, 4, 4), SGD(1.0), (corpus, corpus, None),
@@ -388,9 +388,9 @@ def test_asgd_needs_the_asgd_optimizer(tmp_path):
 
 def test_variable_bptt_refuses_a_trainer_with_other_batching(tmp_path):
     from common.errors import ConfigError
-    from common.sentences import SentenceTrainer
-    from common.settings import TrainSettings
-    from common.training import train_with_validation
+    from common.batching.sentences import SentenceTrainer
+    from common.run.settings import TrainSettings
+    from common.run.loop import train_with_validation
     corpus = np.arange(500) % 7
     model = Rnnlm(7, 4, 4)
     with pytest.raises(ConfigError, match='--variable-bptt draws windows of the book'):

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from common.fileio import load_npz
+from common.run.fileio import load_npz
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

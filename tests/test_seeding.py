@@ -1,10 +1,10 @@
 """Seeding as the book does it: ``np.random.seed(s)`` before building a model
-fixes weights and dropout masks, so a CPU run repeats; ``common.np.seed`` does
+fixes weights and dropout masks, so a CPU run repeats; ``common.backend.seed`` does
 the same; the generators' state round-trips through a checkpoint at any point,
 before the first mask included."""
 import numpy as np
 
-from common import np as backend
+from common import backend
 from common.optimizer import SGD
 from common.trainer import RnnlmTrainer
 from ch_gru.better_rnnlm import BetterRnnlm

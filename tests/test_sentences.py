@@ -8,7 +8,7 @@ import pytest
 from ch_gru.rnnlm import Rnnlm
 from common.errors import DataError
 from common.optimizer import SGD
-from common.sentences import SentenceBatches, SentenceTrainer, eval_sentences, gather
+from common.batching.sentences import SentenceBatches, SentenceTrainer, eval_sentences, gather
 from dataset.chars import CharVocab
 
 LINES = ['to be or not', 'x', 'that is the question', 'ay', 'whether tis nobler in the mind to suffer',
@@ -165,7 +165,7 @@ def test_fit_resets_the_state_before_every_group_and_shuffles_groups():
 def test_a_split_needs_one_sentence_not_batch_times_time_tokens():
     """The length rule of continuous text (batch_size x time_size + 1 tokens)
     does not apply to sentence corpora: padded groups take any size."""
-    from common.training import check_corpus
+    from common.run.loop import check_corpus
     corpus, vocab = corpus_and_vocab()
     one = corpus[:len(LINES[0]) + 2]                  # <bos> to be or not <eos>
     check_corpus(one, 'test corpus', len(vocab), 32, 64, '--eval-batch-size', sentences=True)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from ch_gru.rnnlm import Rnnlm
-from common.checkpoint import load_checkpoint
-from common.cli import ArgumentParser, parse_args
+from common.run.checkpoint import load_checkpoint
+from common.run.cli import ArgumentParser, parse_args
 from common.errors import ConfigError
 from common.optimizer import SGD
-from common.settings import TrainSettings, add_training_flags
-from common.training import train_with_validation
+from common.run.settings import TrainSettings, add_training_flags
+from common.run.loop import train_with_validation
 
 DEFAULTS = dict(lr=1.0, lr_decay=4.0, max_grad=0.25, batch_size=4, time_size=10, max_epoch=2, eval_interval=0,
                 eval_batch_size=3, out_dir='runs/x', model_file='M.npz')

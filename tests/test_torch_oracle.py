@@ -7,7 +7,7 @@ from conftest import IN_CI
 # CI installs PyTorch (.ci/run), so there the oracle must run, not skip.
 torch = pytest.importorskip('torch') if not IN_CI else __import__('torch')
 
-from common import np as backend  # noqa: E402
+from common import backend  # noqa: E402
 from common.time_layers import TimeGRU, TimeLSTM, TimeSoftmaxWithLoss  # noqa: E402
 from ch_gru.better_rnnlm import BetterRnnlm  # noqa: E402
 

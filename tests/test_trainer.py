@@ -6,7 +6,7 @@ import pytest
 
 from common.errors import DataError
 from common.optimizer import SGD, Adam
-from common.parts import CtrlC, DivergenceWatch, ProgressBar
+from common.run.parts import CtrlC, DivergenceWatch, ProgressBar
 from common.trainer import RnnlmTrainer
 from common.util import clip_grads, eval_perplexity, window_indices
 from ch_gru.rnnlm import Rnnlm
@@ -249,7 +249,7 @@ class StopAfter(SGD):
 
 
 def test_stop_then_start_mid_epoch_equals_an_uninterrupted_epoch():
-    from common import np as backend
+    from common import backend
     corpus = np.random.default_rng(0).integers(0, 9, 401)
 
     def model():

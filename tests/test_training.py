@@ -6,12 +6,12 @@ import signal
 import numpy as np
 import pytest
 
-from common import np as backend
-from common.checkpoint import load_checkpoint
+from common import backend
+from common.run.checkpoint import load_checkpoint
 from common.errors import TrainingError
 from common.optimizer import SGD, Momentum
-from common.settings import TrainSettings
-from common.training import train_with_validation
+from common.run.settings import TrainSettings
+from common.run.loop import train_with_validation
 from ch_gru.rnnlm import Rnnlm
 
 V = 12
@@ -139,14 +139,14 @@ def test_resuming_a_finished_run_only_evaluates(tmp_path, capsys):
 
 
 def test_a_failed_checkpoint_write_warns_and_training_goes_on(tmp_path, capsys, monkeypatch):
-    import common.training
+    import common.run.loop
     train(tmp_path, model(), SGD(0.5), 1)
     before = (tmp_path / 'checkpoint.npz').read_bytes()
 
     def disk_full(*args, **kwargs):
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(common.training, 'save_checkpoint', disk_full)
+    monkeypatch.setattr(common.run.loop, 'save_checkpoint', disk_full)
     result = train(tmp_path, model(), SGD(0.5), 2, resume=load_checkpoint(str(tmp_path / 'checkpoint.npz')))
     out = capsys.readouterr().out
     assert (f'-- warning: could not write the checkpoint {tmp_path / "checkpoint.npz"} ([Errno 28] No space left '
@@ -172,7 +172,7 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, c
 
 
 def test_cli_run_turns_keyboard_interrupt_into_status_130(capsys):
-    from common.cli import run
+    from common.run.cli import run
 
     def main(argv):
         raise KeyboardInterrupt

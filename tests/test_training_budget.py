@@ -8,12 +8,12 @@ import pytest
 
 import common.trainer as trainer_module
 from ch_gru.rnnlm import Rnnlm, load_model
-from common.fileio import load_npz
+from common.run.fileio import load_npz
 from common.optimizer import SGD, Adam
-from common.parts import Part, TimeBudget
-from common.settings import TrainSettings
+from common.run.parts import Part, TimeBudget
+from common.run.settings import TrainSettings
 from common.trainer import RnnlmTrainer
-from common.training import train_with_validation
+from common.run.loop import train_with_validation
 
 
 class Clock:

@@ -17,8 +17,8 @@ class ArgumentParser(argparse.ArgumentParser):
     positive number (see --help)`` and exit status 2, without the usage block."""
 
     def error(self, message):
-        from common import distributed      # every rank parses alike: rank 0 says it
-        self.exit(2, f'error: {message} (see --help)\n' if distributed.launched_rank() == 0 else None)
+        from common.parallel import communicator      # every rank parses alike: rank 0 says it
+        self.exit(2, f'error: {message} (see --help)\n' if communicator.launched_rank() == 0 else None)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -61,14 +61,15 @@ def optional_positive_float(text):
 def select_backend(gpu):
     """Turn the GPU on (before the first ``import common.np``) and import the
     backend; a missing CuPy or device raises BackendError with the fix."""
-    from common import config, distributed
+    from common import config
+    from common.parallel import communicator
     if gpu:
         config.GPU = True
-        distributed.world().use_gpu()       # one GPU per process, by its rank on the node
-    import common.np as backend
+        communicator.world().use_gpu()       # one GPU per process, by its rank on the node
+    from common import backend
     backend.check_backend()
-    if backend.GPU and distributed.world().size > 1:
-        distributed.world().connect_gpus()
+    if backend.GPU and communicator.world().size > 1:
+        communicator.world().connect_gpus()
     return backend
 
 
@@ -77,8 +78,8 @@ def run(main, argv=None):
     stderr and exit status 2 (argparse's status for bad arguments). Started
     by mpiexec on several processes, only rank 0 prints, and a rank that
     fails ends the job (:func:`run_ranks`)."""
-    from common import distributed
-    if distributed.launched_size() > 1:
+    from common.parallel import communicator
+    if communicator.launched_size() > 1:
         return run_ranks(main, argv)
     try:
         return main(argv)
@@ -98,11 +99,11 @@ def run_ranks(main, argv):
     nothing on stdout. An error every rank meets alike (bad input) is one
     line from rank 0 and status 2; one a rank meets alone, or any other
     exception, is one line naming the rank, and MPI_Abort ends the job."""
-    from common import distributed
+    from common.parallel import communicator
     try:
-        world = distributed.world()
+        world = communicator.world()
     except UserError as exc:         # no mpi4py, or a broken one: no MPI to agree through
-        if distributed.launched_rank() == 0:
+        if communicator.launched_rank() == 0:
             print(f'error: {exc}', file=sys.stderr)
         return 2
     if not world.is_root:
@@ -142,7 +143,7 @@ _UNSET = object()
 def add_checkpoint_flags(parser):
     """--resume, --checkpoint, --divergence-factor, --max-divergences: the
     flags of the run's reliability features (read by
-    :meth:`common.settings.TrainSettings.from_args`)."""
+    :meth:`common.run.settings.TrainSettings.from_args`)."""
     g = parser.add_argument_group('checkpoints and divergence')
     g.add_argument('--resume', metavar='PATH',
                    help='continue the run saved in this checkpoint; options not given on the command line '
@@ -167,7 +168,7 @@ def parse_args(parser, argv=None):
     args = parser.parse_args(argv)
     if not getattr(args, 'resume', None):
         return args, None
-    from common.checkpoint import load_checkpoint
+    from common.run.checkpoint import load_checkpoint
     checkpoint = load_checkpoint(args.resume)
     probe = parser.parse_args(argv, argparse.Namespace(**{name: _UNSET for name in vars(args)}))
     given = {name for name, value in vars(probe).items() if value is not _UNSET}

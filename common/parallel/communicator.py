@@ -28,7 +28,7 @@ Faults end the whole job, never hang it (see docs/distributed.md):
 * a rank killed by a signal is seen by mpiexec (MPICH's Hydra), which kills
   the others at once and names the PID; rank 0's start line maps PIDs to ranks.
 
-Like :mod:`common.cli`, this module does not import ``common.np`` at import
+Like :mod:`common.run.cli`, this module does not import ``common.np`` at import
 time: the GPU of a rank is chosen before the backend is.
 """
 import contextlib

@@ -1,7 +1,7 @@
 """Training checkpoints: everything a run needs to go on exactly where it stopped.
 
 A checkpoint is one ``.npz`` archive written atomically by
-:func:`common.fileio.save_npz` and read with ``allow_pickle=False`` (loading
+:func:`common.run.fileio.save_npz` and read with ``allow_pickle=False`` (loading
 one never runs code). Its arrays:
 
 * ``param_000`` ...   the model's parameters (``BaseModel.params_to_host``);
@@ -17,10 +17,10 @@ scalar attributes such as ``lr`` and Adam's ``iter``, which slots are there);
 ``state`` (epochs done, iterations done in the next epoch and their summed
 loss, best validation perplexity, history, divergences in a row, elapsed
 seconds); ``data`` (training tokens, their CRC-32, batch and time size);
-``rng`` (:func:`common.np.get_rng_state`); ``options`` (the run's
-command-line options); ``settings`` (its :class:`common.settings.TrainSettings`).
+``rng`` (:func:`common.backend.get_rng_state`); ``options`` (the run's
+command-line options); ``settings`` (its :class:`common.run.settings.TrainSettings`).
 
-Like :mod:`common.cli`, this module does not import ``common.np`` at import
+Like :mod:`common.run.cli`, this module does not import ``common.np`` at import
 time: a script reads the options of a checkpoint before choosing the backend.
 """
 import copy
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy
 
 from common.errors import CheckpointError
-from common.fileio import load_npz, save_npz
+from common.run.fileio import load_npz, save_npz
 
 FORMAT = 'dlfs-checkpoint-1'
 #: Attributes of the stateful layers that carry state between batches.
@@ -81,7 +81,7 @@ def optimizer_state(optimizer, convert):
 def set_optimizer_state(optimizer, state, source='the checkpoint'):
     """Restore what :func:`optimizer_state` returned; arrays are copied into
     the optimizer's own arrays where those have the same shapes."""
-    from common import np as backend
+    from common import backend
     if state['class'] != type(optimizer).__name__:
         raise CheckpointError(f"{source} was written with the {state['class']} optimizer but this run uses "
                               f"{type(optimizer).__name__}: resume with the optimizer it was saved with")
@@ -114,7 +114,7 @@ def hidden_states(model, convert):
 def set_hidden_states(model, states, rows=slice(None)):
     """Put ``states`` (as :func:`hidden_states` returns them) back; ``rows``:
     the block of the batch's rows this process trains (data-parallel)."""
-    from common import np as backend
+    from common import backend
     for layer, saved in zip(stateful_layers(model), states):
         for attr in STATE_ATTRS:
             if hasattr(layer, attr):
@@ -140,7 +140,7 @@ def restore_snapshot(model, optimizer, snap):
 
 def corpus_fingerprint(corpus):
     """(tokens, CRC-32 of the ids): tells whether a resumed run trains on the same data."""
-    from common import np as backend
+    from common import backend
     ids = numpy.ascontiguousarray(backend.asnumpy(corpus), dtype=numpy.int64)
     return {'train_tokens': int(ids.size), 'train_crc32': zlib.crc32(ids.tobytes())}
 
@@ -153,7 +153,7 @@ def save_checkpoint(path, model, optimizer, state, best_params=None, vocab=None,
     until the new one is complete). ``hidden``: the hidden states of the
     whole batch when they are not the model's own (a data-parallel run
     gathers every rank's rows)."""
-    from common import np as backend
+    from common import backend
     host = backend.asnumpy
     arrays = dict(model.params_to_host())
     if best_params is not None:
@@ -250,7 +250,7 @@ class Checkpoint:
             raise CheckpointError(f"{self.path} is an incomplete checkpoint (no {exc} in it): use an intact one") from None
 
     def _restore(self, model, optimizer, rows):
-        from common import np as backend
+        from common import backend
         a, meta = self.arrays, self.meta
         model.set_params_from_host(a, meta['model'], source=self.path)
         best = None

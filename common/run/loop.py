@@ -6,22 +6,22 @@ validation did not improve, the best parameters kept (and saved). At the end,
 or on Ctrl-C, the best parameters are evaluated on the test corpus. Every
 epoch appends a JSON record to ``log.jsonl`` and redraws ``perplexity.png``.
 What happens inside an epoch is the trainer's loop and its parts
-(:mod:`common.parts`); the run's settings are one
-:class:`common.settings.TrainSettings`.
+(:mod:`common.run.parts`); the run's settings are one
+:class:`common.run.settings.TrainSettings`.
 
 A run loses nothing:
 
-* **Checkpoints.** A checkpoint (:mod:`common.checkpoint`) is written
+* **Checkpoints.** A checkpoint (:mod:`common.run.checkpoint`) is written
   atomically to ``settings.checkpoint_path`` at every epoch end and on
   Ctrl-C; ``resume=load_checkpoint(path)`` goes on from it. On the CPU a
   resumed run ends with the same parameters, bit for bit, as one that never
   stopped.
-* **Ctrl-C** (SIGINT, :class:`common.parts.CtrlC`) finishes the current
+* **Ctrl-C** (SIGINT, :class:`common.run.parts.CtrlC`) finishes the current
   iteration, saves a checkpoint with the position inside the epoch, evaluates
   the best parameters on test and returns with ``interrupted`` true. A second
   Ctrl-C stops at once (KeyboardInterrupt); the last checkpoint stays whole.
 * **Divergence.** A non-finite loss or gradient norm
-  (:class:`common.parts.DivergenceWatch`) or validation perplexity puts back
+  (:class:`common.run.parts.DivergenceWatch`) or validation perplexity puts back
   the last good state (the start of the epoch, or the resume point), divides
   the learning rate by ``divergence_factor`` and runs the epoch again, with a
   one-line warning. The ``max_divergences``-th divergence in a row raises
@@ -40,18 +40,19 @@ from collections import namedtuple
 
 import numpy
 
-from common import data_parallel, distributed
-from common import np as backend
-from common.checkpoint import (TrainingState, corpus_fingerprint, hidden_states, restore_snapshot,
+from common.parallel import communicator, steps as data_parallel
+from common import backend
+from common.run.checkpoint import (TrainingState, corpus_fingerprint, hidden_states, restore_snapshot,
                                save_checkpoint, snapshot)
-from common.data_parallel import AllReduceGrads, AverageLoss, FollowRoot, split_rows
+from common.parallel.steps import AllReduceGrads, AverageLoss, FollowRoot, split_rows
 from common.errors import ConfigError, DataError, TrainingError, UserError
-from common.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, ProgressBar, TimeBudget, ValidEvery
-from common.plotting import plot_history
-from common.trainer import RnnlmTrainer, describe_ppl
+from common.run.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, ProgressBar, TimeBudget, ValidEvery
+from common.run.plotting import plot_history
+from common.run.progress import describe_ppl
+from common.trainer import RnnlmTrainer
 from common.tying import merge_shared_params
 from common.util import eval_perplexity
-from common.variable_bptt import VariableBpttTrainer
+from common.batching.variable_bptt import VariableBpttTrainer
 
 #: The three corpora of a run (1-D id arrays; ``test`` may be None).
 Corpora = namedtuple('Corpora', 'train valid test')
@@ -66,16 +67,16 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     checkpoint path. The best parameters go to ``settings.save_path`` with
     ``vocab`` (tokens in id order) and ``save_meta`` beside them; the
     checkpoint holds the settings and ``options`` (JSON-able, e.g.
-    ``vars(args)``). ``resume`` (a :class:`common.checkpoint.Checkpoint`)
+    ``vars(args)``). ``resume`` (a :class:`common.run.checkpoint.Checkpoint`)
     continues that run; ``log_extra`` goes into the log's ``start`` record.
 
     For other kinds of runs (the character models): ``trainer`` replaces
-    :class:`RnnlmTrainer` (e.g. :class:`common.sentences.SentenceTrainer`) and
+    :class:`RnnlmTrainer` (e.g. :class:`common.batching.sentences.SentenceTrainer`) and
     ``evaluate(model, corpus) -> perplexity`` replaces :func:`eval_perplexity`.
 
     Started by mpiexec on K processes, the ranks share the work
-    (:mod:`common.data_parallel`) and only rank 0 writes files."""
-    s, corpora, comm = settings, Corpora(*corpora), distributed.world()
+    (:mod:`common.parallel.steps`) and only rank 0 writes files."""
+    s, corpora, comm = settings, Corpora(*corpora), communicator.world()
     s.check(optimizer.lr if s.resume_lr is None else s.resume_lr)
     vocab_size = getattr(model, 'config', {}).get('vocab_size')
     sentences = getattr(trainer, 'sentence_mode', False)
@@ -102,10 +103,10 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     if s.weight_decay and getattr(optimizer, 'weight_decay', None) != s.weight_decay:
         raise ConfigError(f"--weight-decay {s.weight_decay:g} is part of the SGD update, which "
                           f"{type(optimizer).__name__} does not do: use --optimizer sgd (in code: "
-                          f"common.training.make_sgd(lr, settings)) or leave --weight-decay at 0")
+                          f"common.run.loop.make_sgd(lr, settings)) or leave --weight-decay at 0")
     if s.asgd_nonmono and not hasattr(optimizer, 'averaged'):
         raise ConfigError(f"--asgd-nonmono averages SGD, not {type(optimizer).__name__}: use SGD (in code: "
-                          f"common.training.make_sgd(lr, settings)) or leave averaging off")
+                          f"common.run.loop.make_sgd(lr, settings)) or leave averaging off")
     evaluate = evaluate or functools.partial(eval_perplexity, batch_size=s.eval_batch_size, time_size=s.time_size)
     record = Record(vocab, save_meta, options, data)
     return EpochLoop(model, optimizer, corpora, s, trainer, evaluate, record, comm).run(resume, log_extra)
@@ -143,7 +144,7 @@ class EpochLoop:
     and following rank 0's stop the last; only rank 0 writes files."""
 
     def __init__(self, model, optimizer, corpora, settings, trainer, evaluate, record,
-                 comm=distributed.SingleProcess()):
+                 comm=communicator.SingleProcess()):
         self.model, self.optimizer, self.corpora, self.s = model, optimizer, corpora, settings
         self.trainer, self.evaluate, self.record, self.comm = trainer, evaluate, record, comm
         s, out, root, parallel = settings, settings.out_dir, comm.is_root, comm.size > 1
@@ -374,7 +375,7 @@ class Checkpoints:
     training goes on), :meth:`resume` puts a checkpoint back into the model
     and optimizer and says where the run goes on from."""
 
-    def __init__(self, settings, record, comm=distributed.SingleProcess()):
+    def __init__(self, settings, record, comm=communicator.SingleProcess()):
         self.s, self.record, self.path, self.comm = settings, record, settings.checkpoint_path, comm
 
     def save(self, model, optimizer, state, best_params):

@@ -3,6 +3,7 @@
 tqdm draws the bar (with rate and ETA) when stderr is a terminal; when output
 goes to a file or a pipe the loops run bare, so logs hold only the report lines.
 """
+import math
 import sys
 
 from tqdm import tqdm
@@ -32,3 +33,12 @@ def write(line):
         tqdm.write(line)
     else:
         print(line, flush=True)
+
+
+def describe_ppl(ppl, unit='word'):
+    """'ppl 123.45', or for character models the loss in nats/char and bits
+    per character as well: loss = ln(ppl) nats = ln(ppl) / ln 2 bits."""
+    if unit == 'char':
+        nats = math.log(ppl)
+        return f'loss {nats:.4f} nats/char | {nats / math.log(2):.4f} bpc | ppl {ppl:.3f}'
+    return f'ppl {ppl:.2f}'

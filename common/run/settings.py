@@ -1,6 +1,6 @@
 """The settings of a training run: one typed object, its flags declared once.
 
-:class:`TrainSettings` is everything :func:`common.training.train_with_validation`
+:class:`TrainSettings` is everything :func:`common.run.loop.train_with_validation`
 is told besides the model, the optimizer and the data. The training scripts
 build it from the command line (:func:`add_training_flags` declares the flags
 they share, :meth:`TrainSettings.from_args` reads them), it is checked in one
@@ -8,7 +8,7 @@ place (:meth:`TrainSettings.check`), stored in the checkpoint, and a resumed
 run says which settings differ from the checkpoint's
 (:meth:`TrainSettings.changes`).
 
-Like :mod:`common.cli`, this module does not import ``common.np``: a script
+Like :mod:`common.run.cli`, this module does not import ``common.np``: a script
 parses its flags before it chooses the backend.
 """
 import math
@@ -18,7 +18,7 @@ from argparse import BooleanOptionalAction
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from common.cli import (add_checkpoint_flags, check_output_dir, fraction, nonnegative_float, nonnegative_int,
+from common.run.cli import (add_checkpoint_flags, check_output_dir, fraction, nonnegative_float, nonnegative_int,
                         optional_positive_float, positive_float, positive_int)
 from common.errors import ConfigError
 
@@ -57,7 +57,7 @@ class TrainSettings:
     @classmethod
     def from_args(cls, args, checkpoint=None, unit='word', model_file='model.npz'):
         """From the flags of :func:`add_training_flags` (``args`` as
-        :func:`common.cli.parse_args` returns it with ``checkpoint``); an
+        :func:`common.run.cli.parse_args` returns it with ``checkpoint``); an
         explicit --lr on resume becomes ``resume_lr``."""
         given = getattr(checkpoint, 'given', ())
         names = {f.name for f in fields(cls)}

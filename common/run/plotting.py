@@ -34,7 +34,7 @@ def line_plot(series, xlabel, ylabel, path=None, ylim=None, title=None, logy=Fal
         plt.show()
         return None
     fig.tight_layout()
-    from common.fileio import atomic_file
+    from common.run.fileio import atomic_file
     with atomic_file(path) as f:
         fig.savefig(f, format='png', dpi=100)
     return path

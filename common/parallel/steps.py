@@ -6,7 +6,7 @@ in the book's batching each row is its own stream through the corpus, so a
 rank owns its rows' hidden states too). Per iteration:
 
 * dropout masks are drawn for the global batch from a generator that is the
-  same on every rank, and each rank takes its rows (:func:`common.np.share_rows`),
+  same on every rank, and each rank takes its rows (:func:`common.backend.share_rows`),
   so K ranks apply the masks one process would;
 * :class:`AllReduceGrads`, a gradient step: the gradients, packed into one
   flat buffer (:class:`GradBucket`), are averaged with one all-reduce; it
@@ -18,13 +18,13 @@ rank owns its rows' hidden states too). Per iteration:
 
 Evaluation splits the evaluation batch's rows the same way and averages the
 loss (:func:`eval_perplexity`). How the communicator moves the data:
-:mod:`common.distributed`; the design and its cost: docs/distributed.md.
+:mod:`common.parallel.communicator`; the design and its cost: docs/distributed.md.
 """
 import math
 
-from common import np as backend
+from common import backend
 from common.errors import ConfigError
-from common.parts import Part
+from common.run.parts import Part
 from common.util import eval_loss
 
 

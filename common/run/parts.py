@@ -23,10 +23,20 @@ import json
 import math
 import signal
 import threading
+from collections import namedtuple
 
 from common.np import np
-from common.progress import progress_bar
-from common.trainer import Stop, describe_ppl, finite
+from common.run.progress import describe_ppl, progress_bar
+
+#: Why and where ``fit`` ended early: reason ('interrupt', 'diverged', 'time', or a part's own)
+#: and the iterations done in that epoch (counting any ``start`` iterations).
+Stop = namedtuple('Stop', 'reason at')
+
+
+def finite(*values):
+    """Whether every value (floats or backend scalars, e.g. summed losses and
+    gradient norms) is finite."""
+    return all(math.isfinite(float(v)) for v in values)
 
 
 class Part:
@@ -187,7 +197,7 @@ class ValidEvery(Part):
         return self.add_point(trainer)
 
     def add_point(self, trainer):
-        from common.plotting import plot_curve
+        from common.run.plotting import plot_curve
         valid_ppl = self.evaluate(trainer.model, self.valid)
         train_ppl = math.exp(float(self.loss_sum) / self.loss_count) if self.loss_count else trainer.epoch_ppl
         self.loss_sum, self.loss_count = 0, 0

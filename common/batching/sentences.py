@@ -21,9 +21,9 @@ import math
 import numpy
 
 from common.np import *  # noqa: F401,F403
-from common import np as backend
+from common import backend
 from common.errors import DataError
-from common.progress import progress
+from common.run.progress import progress
 from common.trainer import RnnlmTrainer
 
 IGNORE = -1
