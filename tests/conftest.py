@@ -4,20 +4,14 @@ import sys
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)  # tests/gradcheck.py, tests/reference.py, tests/fake_cupy
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # the tests' own package: helpers
 
-ROOT = os.path.dirname(HERE)
-#: The real corpora (GUIDE section 2); CI sets DLFS_DATA_DIR to it as well.
-SHARED_DATA = os.environ.get('DLFS_TEST_DATA', os.path.join(ROOT, '..', 'shared', 'data'))
+from helpers import IN_CI, SHARED_DATA  # noqa: E402
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-IN_CI = os.environ.get('CI', '').lower() == 'true'
 
 
 @pytest.fixture(scope='session')

@@ -1,26 +1,11 @@
 """The backend switch, and the GPU code path exercised without a GPU."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-FAKE_CUPY = os.path.join(HERE, 'fake_cupy')
-
-
-def run_python(code_or_file, env_extra, *args, fake_cupy=False):
-    env = dict(os.environ, **env_extra)
-    env.pop('DLFS_GPU', None) if 'DLFS_GPU' not in env_extra else None
-    # This checkout's code, whichever checkout the package was installed from.
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (env.get('PYTHONPATH'), ROOT) if p)
-    if fake_cupy:
-        env['PYTHONPATH'] = FAKE_CUPY + os.pathsep + env['PYTHONPATH']
-    cmd = [sys.executable, code_or_file, *args] if code_or_file.endswith('.py') else \
-        [sys.executable, '-c', code_or_file, *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+from helpers import ROOT, program
+from helpers.processes import run_python
 
 
 def test_gpu_off_gives_numpy():
@@ -73,9 +58,9 @@ def test_training_on_the_gpu_path_matches_numpy(tmp_path):
     stand-in CuPy: no host/device mixing anywhere, and the same numbers as
     the NumPy backend up to float32 rounding (the fused GRU kernels compute
     σ as 1 / (1 + e^-x), the NumPy steps as (1 + tanh(x/2)) / 2)."""
-    program = os.path.join(HERE, 'backend_program.py')
-    cpu = run_python(program, {}, str(tmp_path))
-    gpu = run_python(program, {'DLFS_GPU': '1'}, str(tmp_path), fake_cupy=True)
+    path = program('backend_program.py')
+    cpu = run_python(path, {}, str(tmp_path))
+    gpu = run_python(path, {'DLFS_GPU': '1'}, str(tmp_path), fake_cupy=True)
     assert cpu.returncode == 0, cpu.stderr
     assert gpu.returncode == 0, gpu.stderr
     a, b = (json.loads(r.stdout.strip().splitlines()[-1]) for r in (cpu, gpu))

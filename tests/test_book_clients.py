@@ -1,14 +1,12 @@
-"""Code written against the book runs unchanged (GUIDE section 1).
+"""Code written against the book runs unchanged (the book's public API, README).
 
-The models in tests/book_clients.py are written the way the book's readers
+The models in tests/helpers/book_clients.py are written the way the book's readers
 write theirs: no ``super().__init__()``, params gathered from the layers,
 weight tying through ``embed_W.T`` (the tied weight listed twice, with two
-gradients). tests/book_script.py is a script in the book's style; it runs
+gradients). tests/programs/book_script.py is a script in the book's style; it runs
 here on NumPy and on the stand-in CuPy."""
 import json
 import os
-import subprocess
-import sys
 import types
 
 from common import config
@@ -22,10 +20,10 @@ from common.errors import CheckpointError  # noqa: E402
 from common.optimizer import SGD, AdaGrad, Adam, Momentum  # noqa: E402
 from common.trainer import RnnlmTrainer  # noqa: E402
 from common.util import clip_grads, eval_perplexity, to_cpu, to_gpu  # noqa: E402
-from book_clients import PlainRnnLm, TiedLstmLm, step_difference, twin_models  # noqa: E402
+from helpers import program  # noqa: E402
+from helpers.book_clients import PlainRnnLm, TiedLstmLm, step_difference, twin_models  # noqa: E402
+from helpers.processes import run_python  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 CORPUS = numpy.random.RandomState(1).randint(0, 30, 1200)
 
 
@@ -214,11 +212,7 @@ def test_a_gradient_already_shared_is_not_added_twice():
 def run_script(tmp_path, gpu):
     work = tmp_path / ('gpu' if gpu else 'cpu')
     work.mkdir()
-    paths = ([os.path.join(HERE, 'fake_cupy')] if gpu else []) + [ROOT, HERE]
-    env = dict(os.environ, MPLBACKEND='Agg', PYTHONPATH=os.pathsep.join(paths))
-    env.pop('DLFS_GPU', None)
-    cmd = [sys.executable, os.path.join(HERE, 'book_script.py'), str(work)] + (['--gpu'] if gpu else [])
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = run_python(program('book_script.py'), {}, str(work), *(['--gpu'] if gpu else []), fake_cupy=gpu)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 

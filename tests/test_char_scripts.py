@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from test_backend import run_python
+from helpers.processes import run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, 'scripts', 'train_char_rnnlm.py')

@@ -3,7 +3,7 @@ and exits non-zero when a fused kernel computes something wrong."""
 import json
 import os
 
-from test_backend import run_python
+from helpers.processes import run_python
 
 SCRIPT = os.path.join('scripts', 'check_gpu.py')
 

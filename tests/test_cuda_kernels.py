@@ -39,7 +39,7 @@ Skipped where CuPy or NVRTC is missing; a failure in CI, which installs both
 import numpy
 import pytest
 
-from conftest import IN_CI
+from helpers import IN_CI
 from common.kernels import KERNELS
 
 ARCHS = (70, 80, 90)

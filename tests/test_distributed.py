@@ -14,10 +14,10 @@ import time
 import numpy
 import pytest
 
-from conftest import IN_CI, ROOT
+from helpers import IN_CI, ROOT, program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROGRAM = os.path.join(HERE, 'data_parallel_program.py')
+PROGRAM = program('data_parallel_program.py')
 SCRIPT = os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py')
 FAKE_CUPY = os.path.join(HERE, 'fake_cupy')
 

@@ -5,7 +5,7 @@ CuPy 14 makes them (tests/fake_cupy/cupy/__init__.py)."""
 import json
 import os
 
-from test_backend import run_python
+from helpers.processes import run_python
 
 PROGRAM = r'''
 import json, sys

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import IN_CI
+from helpers import IN_CI
 
 # CI installs PyTorch (.ci/run), so there the oracle must run, not skip.
 torch = pytest.importorskip('torch') if not IN_CI else __import__('torch')

@@ -1,7 +1,7 @@
 """Train a tiny Rnnlm through train_with_validation, alone or as one of the
 ranks of ``mpiexec -n K``; rank 0 writes what the tests compare.
 
-    python tests/data_parallel_program.py OUT_DIR [--resume] [--epochs N] [--interrupt-at N] ...
+    python tests/programs/data_parallel_program.py OUT_DIR [--resume] [--epochs N] [--interrupt-at N] ...
 
 Writes OUT_DIR/result.json (valid and test perplexity, the largest difference
 between any rank's parameters and rank 0's, the perplexity of the initial
@@ -14,8 +14,7 @@ import time
 
 import numpy
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))   # the checkout
 
 from common.parallel import communicator  # noqa: E402
 from common.run.checkpoint import load_checkpoint  # noqa: E402

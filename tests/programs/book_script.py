@@ -16,7 +16,7 @@ from common import backend  # noqa: E402
 from common.optimizer import SGD, AdaGrad, Adam, Momentum  # noqa: E402
 from common.trainer import RnnlmTrainer  # noqa: E402
 from common.util import eval_perplexity, to_cpu, to_gpu  # noqa: E402
-from book_clients import PlainRnnLm, TiedLstmLm, step_difference  # noqa: E402
+from helpers.book_clients import PlainRnnLm, TiedLstmLm, step_difference  # noqa: E402
 
 os.chdir(sys.argv[1])
 out = {'backend': np.__name__}
