@@ -1,0 +1,1 @@
+"""The trainer with other batches than the book's: whole sentences, variable-length windows."""
