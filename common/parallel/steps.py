@@ -83,14 +83,18 @@ class AverageLoss(Part):
 
 
 class FollowRoot(Part):
-    """Last among the parts: every rank stops when, and as, rank 0 stops
-    (its Ctrl-C or its clock decides; the ranks' clocks differ)."""
+    """Last among the parts: every rank stops when, and as, rank 0 stops.
+    Rank 0's Ctrl-C or its clock decides (the ranks' clocks differ): the
+    time budget and the Ctrl-C part are wired on rank 0 alone, and this
+    part hands rank 0's stop to :meth:`RnnlmTrainer.stop` on every rank."""
 
     def __init__(self, comm):
         self.comm = comm
 
     def iteration(self, trainer):
-        trainer.stopped = self.comm.bcast(trainer.stopped)
+        root = self.comm.bcast(trainer.stopped)
+        if root is not None:
+            trainer.stop(root.reason, root.at)
 
 
 def split_rows(comm, trainer, batch_size, eval_batch_size, sentences=False):

@@ -153,8 +153,9 @@ class EpochLoop:
         self.budget = TimeBudget(s.max_seconds) if s.max_seconds else None
         self.valid_every = ValidEvery(s.valid_interval, self.evaluate_averaged, corpora.valid, self.log, s.unit,
                                       os.path.join(out, 'curve.png') if root else None) if s.valid_interval else None
-        parts = [AverageLoss(comm) if parallel else None, ProgressBar(), self.valid_every,
-                 DivergenceWatch(say=False), self.budget, self.ctrl_c, FollowRoot(comm) if parallel else None]
+        # Rank 0 alone decides when to stop: its clock and its Ctrl-C (FollowRoot tells the others).
+        parts = [AverageLoss(comm) if parallel else None, ProgressBar(), self.valid_every, DivergenceWatch(say=False),
+                 self.budget if root else None, self.ctrl_c if root else None, FollowRoot(comm) if parallel else None]
         steps = [AllReduceGrads(comm) if parallel else None,
                  GradNormLog(s.grad_norm_interval, self.log) if s.grad_norm_interval else None]
         trainer.parts = [p for p in parts if p is not None]

@@ -97,7 +97,7 @@ class DivergenceWatch(Part):
         if not bad and stopped and stopped.reason == 'interrupt':
             bad = not all(bool(np.isfinite(p).all()) for p in trainer.model.params)
         if bad:
-            trainer.stopped = Stop('diverged', trainer.first + trainer.done)
+            trainer.stop('diverged')           # replaces a Ctrl-C or time-budget stop
             self.announce(trainer)
 
     def announce(self, trainer):
