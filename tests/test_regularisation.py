@@ -269,6 +269,32 @@ def test_variable_bptt_windows_advance_together_and_scale_the_learning_rate():
     np.testing.assert_array_equal(again, lengths)          # a resumed epoch finds the same windows
 
 
+def test_variable_bptt_leaves_the_learning_rate_alone_between_calls():
+    """get_batch reads a window and nothing else; the scaled rate exists only inside update(), even when
+    the update fails."""
+    np.random.seed(0)
+    model = Rnnlm(11, 4, 4, num_layers=1, dropout_ratio=0.0)
+    opt = Recorder(2.0)
+    trainer = VariableBpttTrainer(model, opt, parts=[], seed=5)
+    corpus = np.arange(2001) % 11
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=10, eval_interval=0)
+    trainer.iteration = 3
+    xs, _ = trainer.get_batch(corpus[:-1], corpus[1:], 4, 10)
+    assert opt.lr == 2.0 and xs.shape == (4, int(trainer.lengths[3]))
+    model.forward(xs, corpus[1:][:xs.size].reshape(xs.shape))
+    model.backward()
+    trainer.update()
+    assert opt.rates[-1] == 2.0 * int(trainer.lengths[3]) / 10 and opt.lr == 2.0
+
+    def fail(params, grads):
+        raise FloatingPointError('on purpose')
+
+    opt.update = fail
+    with pytest.raises(FloatingPointError):
+        trainer.update()
+    assert opt.lr == 2.0
+
+
 # -- in a run: NT-ASGD's average is validated, saved, checkpointed and resumed ---
 
 def asgd_run(tmp_path, max_epoch, resume=None, lr=3.0, data=None, **options):
