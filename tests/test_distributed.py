@@ -332,7 +332,8 @@ def test_only_rank_0_has_a_clock_and_a_ctrl_c_that_stop_the_run(tmp_path):
     from ch_gru.rnnlm import Rnnlm
     from common.optimizer import SGD
     from common.parallel.steps import FollowRoot
-    from common.run.loop import Corpora, EpochLoop, Record
+    from common.run.checkpoint import Record
+    from common.run.loop import Corpora, EpochLoop
     from common.run.parts import CtrlC, TimeBudget
     from common.run.settings import TrainSettings
     from common.trainer import RnnlmTrainer

@@ -174,6 +174,25 @@ def test_asgd_restart_is_awd_lstms_fine_tuning(rng):
     assert [opt.observe(v) for v in (2.2, 2.1, 2.3)] == [None, None, None]     # restarts spent
 
 
+def test_asgd_schedule_starts_by_the_rule_or_the_budget_and_restarts_from_the_average(rng):
+    p = [rng.standard_normal(3)]
+    opt = ASGD(0.1, nonmono=1, restarts=1)
+    assert opt.schedule(2.0, p, spent=0.4, latest=0.5) is None
+    assert opt.schedule(1.9, p, spent=0.5, latest=0.5) == 'latest' and opt.averaging     # the rule is silent
+    assert (opt.phase_start, opt.schedule(1.8, p, spent=0.9, latest=0.5)) == (2, None)   # started once
+    opt.update(p, [rng.standard_normal(3)])
+    avg = opt.avg[0].copy()
+    assert opt.schedule(1.7, p) is None and opt.schedule(1.85, p) == 'restart'           # 1.85 > min(1.8)
+    np.testing.assert_array_equal(p[0], avg)                                             # p <- a
+    assert (opt.restarted, opt.avg_count) == (1, 0)
+
+    ruled = ASGD(0.1, nonmono=1)
+    assert [ruled.schedule(v, p, spent=1.0) for v in (2.0, 2.5, 3.0)] == [None, None, 'start']  # latest=0: off
+    late = ASGD(0.1, nonmono=1)
+    assert [late.schedule(v, p, spent=0.9, latest=0.5) for v in (2.0, 2.5)] == ['latest', None]
+    assert sorted(vars(ASGD(0.1))) == sorted(vars(ruled))          # no new state: checkpoints are as before
+
+
 def test_sgd_weight_decay_is_l2_in_the_update(rng):
     p = rng.standard_normal((4, 3))
     g = rng.standard_normal((4, 3))

@@ -19,7 +19,6 @@ no more; a trigger language, priorities or a shared "observation" dict
 would be machinery with one user each.
 """
 import contextlib
-import json
 import math
 import signal
 import threading
@@ -153,19 +152,6 @@ class CtrlC(Part):
             yield self
         finally:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-
-
-class JsonLog:
-    """One JSON object per line; each write is flushed, so a log survives a crash."""
-
-    def __init__(self, path):
-        self.path = path               # None: write nothing (a data-parallel rank other than 0)
-
-    def write(self, **record):
-        if self.path is None:
-            return
-        with open(self.path, 'a', encoding='utf-8') as f:
-            f.write(json.dumps(record) + '\n')
 
 
 class ValidEvery(Part):
