@@ -59,7 +59,7 @@ def main(argv=None):
     from common.trainer import RnnlmTrainer
     valid = corpus(121, 2)
     if comm.size > 1:
-        first_ppl = data_parallel.eval_perplexity(comm, model, valid, 4, 5)
+        first_ppl = data_parallel.eval_perplexity_ranks(comm, model, valid, 4, 5)
     else:
         first_ppl = util.eval_perplexity(model, valid, 4, 5)
     model.reset_state()

@@ -13,11 +13,11 @@ rank owns its rows' hidden states too). Per iteration:
   runs before clipping, so clipping sees the global norm, and every rank
   applies the same update to the same parameters;
 * :class:`AverageLoss`: the reported losses are the global batch's mean;
-* :class:`FollowRoot`: rank 0's decision to stop (Ctrl-C, time budget)
-  holds for every rank, at the same iteration.
+* :class:`FollowRoot`: rank 0's decision to stop (Ctrl-C, time budget:
+  parts on rank 0 alone) holds for every rank, at the same iteration.
 
 Evaluation splits the evaluation batch's rows the same way and averages the
-loss (:func:`eval_perplexity`). How the communicator moves the data:
+loss (:func:`eval_perplexity_ranks`). How the communicator moves the data:
 :mod:`common.parallel.communicator`; the design and its cost: docs/distributed.md.
 """
 import math
@@ -110,7 +110,7 @@ def split_rows(comm, trainer, batch_size, eval_batch_size, sentences=False):
     backend.share_rows(trainer.rows, batch_size)
 
 
-def eval_perplexity(comm, model, corpus, batch_size=10, time_size=35):
+def eval_perplexity_ranks(comm, model, corpus, batch_size=10, time_size=35):
     """:func:`common.util.eval_perplexity` over the ranks: each reads its
     block of the ``batch_size`` rows; exp of the mean of their losses."""
     total, windows = eval_loss(model, corpus, batch_size, time_size, rows=comm.rows(batch_size, '--eval-batch-size'))

@@ -102,7 +102,7 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
     if evaluate is None and comm.size > 1:
-        evaluate = functools.partial(data_parallel.eval_perplexity, comm, batch_size=s.eval_batch_size,
+        evaluate = functools.partial(data_parallel.eval_perplexity_ranks, comm, batch_size=s.eval_batch_size,
                                      time_size=s.time_size)
     if s.weight_decay and getattr(optimizer, 'weight_decay', None) != s.weight_decay:
         raise ConfigError(f"--weight-decay {s.weight_decay:g} is part of the SGD update, which "
