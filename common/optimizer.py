@@ -124,6 +124,10 @@ class ASGD(SGD):
     next update). :meth:`observe` then returns 'restart' and the caller
     calls :meth:`restart`.
 
+    A run calls :meth:`schedule` once per epoch instead: the rule above, a
+    start once a fraction ``latest`` of the training budget is spent
+    (``--asgd-latest``), and the restart, in one call.
+
     ``avg`` (list of arrays like the parameters, None before the trigger),
     ``avg_count``, ``averaging``, ``checks``, ``phase_start`` (index in
     ``checks`` of the current average's first check) and ``restarted`` are
@@ -155,6 +159,22 @@ class ASGD(SGD):
         if fired and self.avg is not None and self.restarted < self.restarts:
             return 'restart'
         return None
+
+    def schedule(self, valid_loss, params, spent=0.0, latest=0.0):
+        """The epoch-end step of a run: record ``valid_loss`` (:meth:`observe`)
+        and act on it. Returns 'start' when the non-monotone rule started
+        averaging; 'latest' when, the rule silent, averaging starts because
+        the fraction ``spent`` of the training budget reached ``latest`` (0:
+        never; on K processes rank 0's fraction, so that every rank agrees);
+        'restart' when the average stalled and ``params`` were set to it
+        (:meth:`restart`); else None."""
+        event = self.observe(valid_loss)
+        if event is None and not self.averaging and latest and spent >= latest:
+            self.start()
+            return 'latest'
+        if event == 'restart':
+            self.restart(params)
+        return event
 
     def start(self):
         """Average from the next update on (the trigger, or a caller's own rule)."""

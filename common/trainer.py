@@ -82,7 +82,7 @@ class RnnlmTrainer:
         (first, start_loss), self.start = self.start, (0, 0.0)
         self.time_idx = first * time_size
         grad_steps = self.grad_steps + ([ClipGrads(max_grad)] if max_grad is not None else [])
-        model, optimizer = self.model, self.optimizer
+        model = self.model
 
         for _ in range(max_epoch):
             self.begin_epoch(first, start_loss)
@@ -93,7 +93,7 @@ class RnnlmTrainer:
                 model.backward()
                 for step in grad_steps:
                     step(self)
-                optimizer.update(model.params, model.grads)
+                self.update()
                 self.add_loss(loss)
                 if eval_interval and self.iteration % eval_interval == 0:
                     self.report(step_start)
@@ -115,6 +115,11 @@ class RnnlmTrainer:
         self.window_loss, self.window_count, self.norm_sum = 0, 0, 0
         self.done, self.epoch_seconds, self.first, self.epoch_loss = 0, 0.0, first, start_loss
         self.emit('epoch_start')
+
+    def update(self):
+        """The optimizer's step on the model's parameters (a subclass may
+        change how, e.g. the learning rate of this one update)."""
+        self.optimizer.update(self.model.params, self.model.grads)
 
     def add_loss(self, loss):
         self.loss = loss
@@ -170,8 +175,14 @@ class RnnlmTrainer:
             getattr(part, event)(self)
 
     def stop(self, reason, at=None):
-        """End ``fit`` after this iteration (the first reason given wins)."""
-        if self.stopped is None:
+        """End ``fit`` after this iteration, ``at`` iterations into the epoch
+        (default: those done, counting the ``start`` ones). The first reason
+        given wins, with one exception: ``'diverged'`` replaces an earlier stop
+        for any other reason. A Ctrl-C ('interrupt') or time-budget ('time')
+        stop whose epoch then turns out to have diverged (the divergence watch
+        looks once more at the epoch's end) is a divergence: the run goes back
+        to its last good state instead of keeping or saving this one."""
+        if self.stopped is None or (reason == 'diverged' and self.stopped.reason != 'diverged'):
             self.stopped = Stop(reason, self.first + self.done if at is None else at)
 
     def get_batch(self, x, t, batch_size, time_size):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from common.run.checkpoint import TrainingState, save_checkpoint
-from common.run.cli import ArgumentParser, add_checkpoint_flags, parse_args, positive_float
+from common.run.cli import ArgumentParser, parse_args, positive_float
+from common.run.settings import add_checkpoint_flags
 from common.optimizer import SGD
 from ch_gru.rnnlm import Rnnlm
 

@@ -302,6 +302,51 @@ def test_one_process_without_mpi_uses_the_single_process_communicator(monkeypatc
     assert world.allreduce_mean_(flat) is flat and flat.tolist() == [0, 1, 2, 3]
 
 
+class RankOne:
+    """A communicator as rank 1 of 2 sees it: ``bcast`` gives rank 0's value, ``root_stop``."""
+    rank, size, is_root = 1, 2, False
+
+    def __init__(self, root_stop=None):
+        self.root_stop = root_stop
+
+    def bcast(self, value):
+        return self.root_stop
+
+
+def test_follow_root_stops_a_rank_through_trainer_stop_as_rank_0_stops():
+    from common.optimizer import SGD
+    from common.parallel.steps import FollowRoot
+    from common.run.parts import Stop
+    from common.trainer import RnnlmTrainer
+    trainer = RnnlmTrainer(None, SGD(0.1))
+    trainer.first, trainer.done = 0, 3
+    FollowRoot(RankOne()).iteration(trainer)
+    assert trainer.stopped is None                       # rank 0 goes on: so does this rank
+    FollowRoot(RankOne(Stop('time', 3))).iteration(trainer)
+    assert trainer.stopped == ('time', 3)
+    FollowRoot(RankOne(Stop('diverged', 3))).iteration(trainer)
+    assert trainer.stopped == ('diverged', 3)            # through stop(): its rule holds
+
+
+def test_only_rank_0_has_a_clock_and_a_ctrl_c_that_stop_the_run(tmp_path):
+    from ch_gru.rnnlm import Rnnlm
+    from common.optimizer import SGD
+    from common.parallel.steps import FollowRoot
+    from common.run.checkpoint import Record
+    from common.run.loop import Corpora, EpochLoop
+    from common.run.parts import CtrlC, TimeBudget
+    from common.run.settings import TrainSettings
+    from common.trainer import RnnlmTrainer
+    model = Rnnlm(10, 4, 4, num_layers=1)
+    s = TrainSettings(max_seconds=5.0, out_dir=str(tmp_path))
+    trainer = RnnlmTrainer(model, SGD(0.1))
+    loop = EpochLoop(model, trainer.optimizer, Corpora(None, None, None), s, trainer, None,
+                     Record(None, None, None, None), RankOne())
+    kinds = [type(p) for p in trainer.parts]
+    assert TimeBudget not in kinds and CtrlC not in kinds and kinds[-1] is FollowRoot
+    assert isinstance(loop.ctrl_c, CtrlC)                # its handler is still installed while training
+
+
 def test_grad_bucket_packs_and_unpacks_every_gradient(rng):
     from common.parallel.steps import GradBucket
     grads = [rng.standard_normal(s).astype(numpy.float32) for s in ((3, 4), (5,), (2, 2, 2))]

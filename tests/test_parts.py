@@ -9,7 +9,8 @@ import pytest
 
 import common.run.parts as parts
 from common.optimizer import SGD
-from common.run.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, Part, ProgressBar, TimeBudget, ValidEvery
+from common.run.parts import CtrlC, DivergenceWatch, GradNormLog, Part, ProgressBar, TimeBudget, ValidEvery
+from common.run.runlog import JsonLog
 from common.run.parts import Stop
 from common.trainer import RnnlmTrainer
 
@@ -199,7 +200,8 @@ def test_checkpoints_save_resume_and_a_failed_write(tmp_path, capsys):
     from ch_gru.rnnlm import Rnnlm
     from common.run.checkpoint import TrainingState, load_checkpoint
     from common.run.settings import TrainSettings
-    from common.run.loop import Checkpoints, Record
+    from common.run.checkpoint import Checkpoints, Record
+    from common.run.runlog import RunLog
     np.random.seed(0)
     model, record = Rnnlm(5, 4, 4, num_layers=1), Record(list('abcde'), None, {'lr': 1.0}, {})
     saved = TrainSettings(checkpoint_path=str(tmp_path / 'c.npz'), max_epoch=3)
@@ -214,10 +216,13 @@ def test_checkpoints_save_resume_and_a_failed_write(tmp_path, capsys):
     assert ck.settings == saved.to_dict() and ck.options == {'lr': 1.0}
     np.random.seed(1)
     other, opt = Rnnlm(5, 4, 4, num_layers=1), SGD(9.0)
-    log = JsonLog(str(tmp_path / 'log.jsonl'))
     resumed = TrainSettings(checkpoint_path=saved.checkpoint_path, max_epoch=4, resume_lr=0.25)
-    state, best = Checkpoints(resumed, record).resume(ck, other, opt, log)
+    state, best = Checkpoints(resumed, record).resume(ck, other, opt)
     assert (state.epoch, state.iteration, best, opt.lr) == (1, 2, None, 0.25)
+    RunLog(str(tmp_path)).resumed(ck, state, opt.lr, resumed.changes(ck.settings), resumed.max_epoch)
+    record, = [json.loads(line) for line in open(tmp_path / 'log.jsonl')]
+    assert record == {'event': 'resume', 'checkpoint': str(tmp_path / 'c.npz'), 'epoch': 1, 'iteration': 2,
+                      'lr': 0.25, 'changes': ['max_epoch 3 -> 4']}
     for p, q in zip(model.params, other.params):
         np.testing.assert_array_equal(p, q)
     out = capsys.readouterr().out

@@ -174,6 +174,25 @@ def test_asgd_restart_is_awd_lstms_fine_tuning(rng):
     assert [opt.observe(v) for v in (2.2, 2.1, 2.3)] == [None, None, None]     # restarts spent
 
 
+def test_asgd_schedule_starts_by_the_rule_or_the_budget_and_restarts_from_the_average(rng):
+    p = [rng.standard_normal(3)]
+    opt = ASGD(0.1, nonmono=1, restarts=1)
+    assert opt.schedule(2.0, p, spent=0.4, latest=0.5) is None
+    assert opt.schedule(1.9, p, spent=0.5, latest=0.5) == 'latest' and opt.averaging     # the rule is silent
+    assert (opt.phase_start, opt.schedule(1.8, p, spent=0.9, latest=0.5)) == (2, None)   # started once
+    opt.update(p, [rng.standard_normal(3)])
+    avg = opt.avg[0].copy()
+    assert opt.schedule(1.7, p) is None and opt.schedule(1.85, p) == 'restart'           # 1.85 > min(1.8)
+    np.testing.assert_array_equal(p[0], avg)                                             # p <- a
+    assert (opt.restarted, opt.avg_count) == (1, 0)
+
+    ruled = ASGD(0.1, nonmono=1)
+    assert [ruled.schedule(v, p, spent=1.0) for v in (2.0, 2.5, 3.0)] == [None, None, 'start']  # latest=0: off
+    late = ASGD(0.1, nonmono=1)
+    assert [late.schedule(v, p, spent=0.9, latest=0.5) for v in (2.0, 2.5)] == ['latest', None]
+    assert sorted(vars(ASGD(0.1))) == sorted(vars(ruled))          # no new state: checkpoints are as before
+
+
 def test_sgd_weight_decay_is_l2_in_the_update(rng):
     p = rng.standard_normal((4, 3))
     g = rng.standard_normal((4, 3))
@@ -267,6 +286,32 @@ def test_variable_bptt_windows_advance_together_and_scale_the_learning_rate():
         np.testing.assert_array_equal(s, corpus[offsets + start])
     again = window_lengths(np.random.default_rng([5, 0]), len(lengths), 10)
     np.testing.assert_array_equal(again, lengths)          # a resumed epoch finds the same windows
+
+
+def test_variable_bptt_leaves_the_learning_rate_alone_between_calls():
+    """get_batch reads a window and nothing else; the scaled rate exists only inside update(), even when
+    the update fails."""
+    np.random.seed(0)
+    model = Rnnlm(11, 4, 4, num_layers=1, dropout_ratio=0.0)
+    opt = Recorder(2.0)
+    trainer = VariableBpttTrainer(model, opt, parts=[], seed=5)
+    corpus = np.arange(2001) % 11
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=10, eval_interval=0)
+    trainer.iteration = 3
+    xs, _ = trainer.get_batch(corpus[:-1], corpus[1:], 4, 10)
+    assert opt.lr == 2.0 and xs.shape == (4, int(trainer.lengths[3]))
+    model.forward(xs, corpus[1:][:xs.size].reshape(xs.shape))
+    model.backward()
+    trainer.update()
+    assert opt.rates[-1] == 2.0 * int(trainer.lengths[3]) / 10 and opt.lr == 2.0
+
+    def fail(params, grads):
+        raise FloatingPointError('on purpose')
+
+    opt.update = fail
+    with pytest.raises(FloatingPointError):
+        trainer.update()
+    assert opt.lr == 2.0
 
 
 # -- in a run: NT-ASGD's average is validated, saved, checkpointed and resumed ---

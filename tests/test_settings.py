@@ -80,3 +80,28 @@ def test_resume_takes_the_shared_flags_from_the_checkpoint(tmp_path):
     args, ck = parse_args(parser(), ['--resume', str(tmp_path / 'c.npz'), '--lr', '2'])
     assert ck.given == {'resume', 'lr'}
     assert TrainSettings.from_args(args, ck).resume_lr == 2.0
+
+
+def test_flag_defaults_not_given_by_the_script_are_the_settings_fields():
+    from dataclasses import fields
+    p = ArgumentParser()
+    add_training_flags(p, dict(lr=1.0, model_file='M.npz', batch_size=7))
+    args = p.parse_args([])
+    settings = TrainSettings()
+    shared = [f.name for f in fields(TrainSettings) if hasattr(args, f.name)]
+    assert {'divergence_factor', 'max_divergences', 'lr_decay', 'asgd_latest', 'out_dir', 'seed'} <= set(shared)
+    assert {n: getattr(args, n) for n in shared} == {n: getattr(settings, n) if n != 'batch_size' else 7
+                                                    for n in shared}
+    s = TrainSettings.from_args(args, model_file='M.npz')
+    assert (s.divergence_factor, s.max_divergences, s.batch_size) == (4.0, 3, 7)
+    with pytest.raises(KeyError):                     # the learning rate has no default of its own
+        add_training_flags(ArgumentParser(), dict(model_file='M.npz'))
+
+
+def test_the_flag_modules_do_not_load_the_array_backend():
+    import subprocess
+    import sys
+    code = ('import sys, common.run.settings, common.run.cli; '
+            'print(sorted(m for m in sys.modules if m in ("common.np", "common.backend", "cupy")))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '[]'

@@ -291,3 +291,46 @@ def test_a_stop_after_a_non_finite_loss_reports_divergence_not_a_stop():
     trainer = opt.trainer(Scripted(losses))
     trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
     assert trainer.stopped == ('diverged', 4)
+
+
+def test_stop_keeps_the_first_reason_but_a_divergence_replaces_any_other():
+    trainer = RnnlmTrainer(Recorder(1.0), SGD(0.1))
+    trainer.first, trainer.done = 2, 3
+    trainer.stop('time')
+    trainer.stop('interrupt')
+    assert trainer.stopped == ('time', 5)                    # first reason wins; at: the iterations done
+    trainer.stop('diverged')
+    assert trainer.stopped == ('diverged', 5)                # the epoch of that stop diverged
+    trainer.stop('diverged', at=9)
+    trainer.stop('interrupt')
+    assert trainer.stopped == ('diverged', 5)                # a divergence is never replaced
+    trainer.stopped = None
+    trainer.stop('interrupt', at=4)
+    assert trainer.stopped == ('interrupt', 4)
+
+
+def test_a_ctrl_c_stop_on_an_epoch_that_diverged_becomes_a_divergence():
+    class NanAfter(Scripted):            # finite losses, the parameters go bad with the Ctrl-C
+        def backward(self, dout=1):
+            if len(self.batches) == 3:
+                self.params[0][...] = np.nan
+
+    corpus = np.arange(201)
+    opt = StopAfter(0.1, 3)
+    trainer = RnnlmTrainer(NanAfter([1.0] * 20), opt, parts=[opt.ctrl_c, DivergenceWatch(say=False)])
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5, eval_interval=0)
+    assert trainer.stopped == ('diverged', 3) and trainer.current_epoch == 0
+
+
+def test_fit_updates_through_the_trainers_update():
+    class Counting(RnnlmTrainer):
+        updates = 0
+
+        def update(self):
+            Counting.updates += 1
+            super().update()
+
+    corpus = np.arange(201)
+    Counting(Recorder(1.0), SGD(0.1)).fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5,
+                                          eval_interval=0)
+    assert Counting.updates == 20

@@ -139,14 +139,14 @@ def test_resuming_a_finished_run_only_evaluates(tmp_path, capsys):
 
 
 def test_a_failed_checkpoint_write_warns_and_training_goes_on(tmp_path, capsys, monkeypatch):
-    import common.run.loop
+    import common.run.checkpoint
     train(tmp_path, model(), SGD(0.5), 1)
     before = (tmp_path / 'checkpoint.npz').read_bytes()
 
     def disk_full(*args, **kwargs):
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(common.run.loop, 'save_checkpoint', disk_full)
+    monkeypatch.setattr(common.run.checkpoint, 'save_checkpoint', disk_full)
     result = train(tmp_path, model(), SGD(0.5), 2, resume=load_checkpoint(str(tmp_path / 'checkpoint.npz')))
     out = capsys.readouterr().out
     assert (f'-- warning: could not write the checkpoint {tmp_path / "checkpoint.npz"} ([Errno 28] No space left '

@@ -33,14 +33,15 @@ class VariableBpttTrainer(RnnlmTrainer):
     epoch has the book's number of iterations, len(xs) // (batch_size · T).
     The lengths of epoch e come from a generator seeded with (``seed``, e),
     so a run resumed in the middle of an epoch finds the same windows.
-    The learning rate is ``lr · L / T`` during the update of that window and
-    ``lr`` again after it (:meth:`add_loss` runs right after the update).
+    The learning rate is ``lr · L / T`` during the update of that window
+    (:meth:`update`) and ``lr`` again as soon as it is done; between calls
+    ``optimizer.lr`` is the run's.
     """
 
     def __init__(self, model, optimizer, parts=None, grad_steps=(), seed=0):
         super().__init__(model, optimizer, parts, grad_steps)
         self.seed = seed
-        self.lengths = self.starts = self.base_lr = self.bptt = None
+        self.lengths = self.starts = self.bptt = None
 
     def begin_epoch(self, first, start_loss):
         rng = numpy.random.default_rng([self.seed, self.current_epoch])
@@ -54,15 +55,18 @@ class VariableBpttTrainer(RnnlmTrainer):
 
     def get_batch(self, x, t, batch_size, time_size):
         """(batch_size, L) inputs and targets of this iteration's window (the ``rows`` of them: a
-        data-parallel rank's block); sets the scaled learning rate."""
+        data-parallel rank's block)."""
         length, start = int(self.lengths[self.iteration]), int(self.starts[self.iteration])
         data_size = len(x)
         offsets = np.arange(batch_size)[self.rows] * (data_size // batch_size)
         idx = window_indices(offsets, start, length, data_size)
-        self.base_lr = self.optimizer.lr
-        self.optimizer.lr = self.base_lr * length / time_size
         return x[idx], t[idx]
 
-    def add_loss(self, loss):
-        self.optimizer.lr = self.base_lr
-        super().add_loss(loss)
+    def update(self):
+        """The update of this iteration's window with the learning rate scaled by L / T."""
+        optimizer, base_lr = self.optimizer, self.optimizer.lr
+        optimizer.lr = base_lr * int(self.lengths[self.iteration]) / self.bptt
+        try:
+            super().update()
+        finally:
+            optimizer.lr = base_lr

@@ -6,7 +6,7 @@
 * :class:`SingleProcess` -- no MPI launcher: rank 0 of 1, every collective is
   the identity. Nothing beyond NumPy is imported; a run is exactly as before.
 * :class:`MpiCommunicator` -- mpi4py between processes (NumPy arrays).
-* :class:`NcclCommunicator` -- on CuPy: NCCL between the GPUs for the device
+* :class:`NcclCollectives` -- on CuPy: NCCL between the GPUs for the device
   arrays (gradients, parameters), its unique id broadcast over MPI; MPI for
   the few host values (losses, stop decisions, checkpoint pieces). Each rank
   uses the GPU of its node-local rank.

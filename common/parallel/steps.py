@@ -13,11 +13,11 @@ rank owns its rows' hidden states too). Per iteration:
   runs before clipping, so clipping sees the global norm, and every rank
   applies the same update to the same parameters;
 * :class:`AverageLoss`: the reported losses are the global batch's mean;
-* :class:`FollowRoot`: rank 0's decision to stop (Ctrl-C, time budget)
-  holds for every rank, at the same iteration.
+* :class:`FollowRoot`: rank 0's decision to stop (Ctrl-C, time budget:
+  parts on rank 0 alone) holds for every rank, at the same iteration.
 
 Evaluation splits the evaluation batch's rows the same way and averages the
-loss (:func:`eval_perplexity`). How the communicator moves the data:
+loss (:func:`eval_perplexity_ranks`). How the communicator moves the data:
 :mod:`common.parallel.communicator`; the design and its cost: docs/distributed.md.
 """
 import math
@@ -83,14 +83,18 @@ class AverageLoss(Part):
 
 
 class FollowRoot(Part):
-    """Last among the parts: every rank stops when, and as, rank 0 stops
-    (its Ctrl-C or its clock decides; the ranks' clocks differ)."""
+    """Last among the parts: every rank stops when, and as, rank 0 stops.
+    Rank 0's Ctrl-C or its clock decides (the ranks' clocks differ): the
+    time budget and the Ctrl-C part are wired on rank 0 alone, and this
+    part hands rank 0's stop to :meth:`RnnlmTrainer.stop` on every rank."""
 
     def __init__(self, comm):
         self.comm = comm
 
     def iteration(self, trainer):
-        trainer.stopped = self.comm.bcast(trainer.stopped)
+        root = self.comm.bcast(trainer.stopped)
+        if root is not None:
+            trainer.stop(root.reason, root.at)
 
 
 def split_rows(comm, trainer, batch_size, eval_batch_size, sentences=False):
@@ -106,7 +110,7 @@ def split_rows(comm, trainer, batch_size, eval_batch_size, sentences=False):
     backend.share_rows(trainer.rows, batch_size)
 
 
-def eval_perplexity(comm, model, corpus, batch_size=10, time_size=35):
+def eval_perplexity_ranks(comm, model, corpus, batch_size=10, time_size=35):
     """:func:`common.util.eval_perplexity` over the ranks: each reads its
     block of the ``batch_size`` rows; exp of the mean of their losses."""
     total, windows = eval_loss(model, corpus, batch_size, time_size, rows=comm.rows(batch_size, '--eval-batch-size'))

@@ -22,14 +22,18 @@ command-line options); ``settings`` (its :class:`common.run.settings.TrainSettin
 
 Like :mod:`common.run.cli`, this module does not import ``common.np`` at import
 time: a script reads the options of a checkpoint before choosing the backend.
+
+:class:`Checkpoints` is a run's use of them: save at every epoch end and on
+Ctrl-C, resume from one.
 """
 import copy
 import zlib
+from collections import namedtuple
 from dataclasses import asdict, dataclass, field
 
 import numpy
 
-from common.errors import CheckpointError
+from common.errors import CheckpointError, UserError
 from common.run.fileio import load_npz, save_npz
 
 FORMAT = 'dlfs-checkpoint-1'
@@ -273,3 +277,52 @@ def _first_difference(saved, mine):
         return f"{len(saved)} words in the checkpoint, {len(mine)} in this run"
     i = next(i for i, (s, m) in enumerate(zip(saved, mine)) if s != m)
     return f"id {i} is {saved[i]!r} in the checkpoint, {mine[i]!r} in this run"
+
+
+# -- a run's checkpoints --------------------------------------------------------
+
+#: What a run writes beside the parameters: vocabulary, metadata of the saved
+#: parameters, options and training-data fingerprint of the checkpoint.
+Record = namedtuple('Record', 'vocab save_meta options data')
+
+
+class Checkpoints:
+    """Checkpoint and resume: :meth:`save` writes the run to
+    ``settings.checkpoint_path`` (atomically; a failed write warns and
+    training goes on), :meth:`resume` puts a checkpoint back into the model
+    and optimizer. ``record``: a :data:`Record`; ``comm``: the run's
+    communicator (default: one process)."""
+
+    def __init__(self, settings, record, comm=None):
+        if comm is None:
+            from common.parallel import communicator
+            comm = communicator.SingleProcess()
+        self.s, self.record, self.path, self.comm = settings, record, settings.checkpoint_path, comm
+
+    def save(self, model, optimizer, state, best_params):
+        """Whether the run is saved now (True without a checkpoint path: nothing to save).
+        On K processes rank 0 writes the hidden states of every rank's rows."""
+        from common import backend
+        if not self.path:
+            return True
+        hidden = self.comm.gather_rows(hidden_states(model, backend.asnumpy))
+        if not self.comm.is_root:
+            return self.comm.bcast(None)
+        r, saved = self.record, True
+        try:
+            save_checkpoint(self.path, model, optimizer, state, best_params, r.vocab, r.options, r.data,
+                            self.s.to_dict(), hidden)
+        except (OSError, UserError) as exc:
+            print(f'-- warning: could not write the checkpoint {self.path} ({exc}); the previous '
+                  f'one is intact and training goes on', flush=True)
+            saved = False
+        return self.comm.bcast(saved)
+
+    def resume(self, checkpoint, model, optimizer, rows=slice(None)):
+        """``(state, best_params)`` of ``checkpoint``, restored into ``model`` and
+        ``optimizer`` (the hidden states of the batch's ``rows``); an explicit
+        ``resume_lr`` of the settings replaces the saved learning rate."""
+        state, best_params = checkpoint.restore(model, optimizer, rows)
+        if self.s.resume_lr is not None:
+            optimizer.lr = self.s.resume_lr
+        return state, best_params

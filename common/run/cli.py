@@ -136,27 +136,9 @@ def check_output_dir(path, flag='--out-dir'):
 # -- checkpoints and resume ---------------------------------------------------------
 
 #: Options that describe the machine rather than the run: --resume never takes them from the checkpoint.
+#: (The flags themselves, --resume and --checkpoint among them: :mod:`common.run.settings`.)
 NOT_RESUMED = ('resume', 'gpu')
 _UNSET = object()
-
-
-def add_checkpoint_flags(parser):
-    """--resume, --checkpoint, --divergence-factor, --max-divergences: the
-    flags of the run's reliability features (read by
-    :meth:`common.run.settings.TrainSettings.from_args`)."""
-    g = parser.add_argument_group('checkpoints and divergence')
-    g.add_argument('--resume', metavar='PATH',
-                   help='continue the run saved in this checkpoint; options not given on the command line '
-                        'are the checkpoint\'s, an explicit --lr replaces its current learning rate')
-    g.add_argument('--checkpoint', metavar='PATH',
-                   help='write the checkpoint (parameters, optimizer, position, RNG, options) here at every '
-                        'epoch end and on Ctrl-C; default <out-dir>/checkpoint.npz')
-    g.add_argument('--divergence-factor', type=greater_than_one, default=4.0, metavar='F',
-                   help='on a NaN/inf loss or gradient norm go back to the last good state and divide the '
-                        'learning rate by this')
-    g.add_argument('--max-divergences', type=positive_int, default=3, metavar='N',
-                   help='stop with an error at this many divergences in a row')
-    return parser
 
 
 def parse_args(parser, argv=None):

@@ -7,7 +7,12 @@ or on Ctrl-C, the best parameters are evaluated on the test corpus. Every
 epoch appends a JSON record to ``log.jsonl`` and redraws ``perplexity.png``.
 What happens inside an epoch is the trainer's loop and its parts
 (:mod:`common.run.parts`); the run's settings are one
-:class:`common.run.settings.TrainSettings`.
+:class:`common.run.settings.TrainSettings`. :class:`EpochLoop` wires the
+pieces of a run and runs its epochs; each piece has its own module: the
+printed lines, ``log.jsonl`` and the plot (:mod:`common.run.runlog`),
+divergence recovery (:mod:`common.run.recovery`), checkpoints
+(:class:`common.run.checkpoint.Checkpoints`), NT-ASGD's schedule
+(:meth:`common.optimizer.ASGD.schedule`).
 
 A run loses nothing:
 
@@ -20,7 +25,7 @@ A run loses nothing:
   iteration, saves a checkpoint with the position inside the epoch, evaluates
   the best parameters on test and returns with ``interrupted`` true. A second
   Ctrl-C stops at once (KeyboardInterrupt); the last checkpoint stays whole.
-* **Divergence.** A non-finite loss or gradient norm
+* **Divergence** (:mod:`common.run.recovery`). A non-finite loss or gradient norm
   (:class:`common.run.parts.DivergenceWatch`) or validation perplexity puts back
   the last good state (the start of the epoch, or the resume point), divides
   the learning rate by ``divergence_factor`` and runs the epoch again, with a
@@ -42,13 +47,12 @@ import numpy
 
 from common.parallel import communicator, steps as data_parallel
 from common import backend
-from common.run.checkpoint import (TrainingState, corpus_fingerprint, hidden_states, restore_snapshot,
-                               save_checkpoint, snapshot)
+from common.run.checkpoint import Checkpoints, Record, TrainingState, corpus_fingerprint
 from common.parallel.steps import AllReduceGrads, AverageLoss, FollowRoot, split_rows
-from common.errors import ConfigError, DataError, TrainingError, UserError
-from common.run.parts import CtrlC, DivergenceWatch, GradNormLog, JsonLog, ProgressBar, TimeBudget, ValidEvery
-from common.run.plotting import plot_history
-from common.run.progress import describe_ppl
+from common.errors import ConfigError, DataError
+from common.run.parts import CtrlC, DivergenceWatch, GradNormLog, ProgressBar, TimeBudget, ValidEvery
+from common.run.recovery import Recovery, divergence, use_best
+from common.run.runlog import RunLog
 from common.trainer import RnnlmTrainer
 from common.tying import merge_shared_params
 from common.util import eval_perplexity
@@ -98,7 +102,7 @@ def train_with_validation(model, optimizer, corpora, settings, *, trainer=None, 
     if resume is not None:
         resume.check(model, optimizer, vocab, data)
     if evaluate is None and comm.size > 1:
-        evaluate = functools.partial(data_parallel.eval_perplexity, comm, batch_size=s.eval_batch_size,
+        evaluate = functools.partial(data_parallel.eval_perplexity_ranks, comm, batch_size=s.eval_batch_size,
                                      time_size=s.time_size)
     if s.weight_decay and getattr(optimizer, 'weight_decay', None) != s.weight_decay:
         raise ConfigError(f"--weight-decay {s.weight_decay:g} is part of the SGD update, which "
@@ -128,56 +132,60 @@ def averaged_weights(optimizer, model):
     return averaged(model.params) if averaged else contextlib.nullcontext()
 
 
-#: What a run writes beside the parameters: vocabulary, metadata of the saved
-#: parameters, options and training-data fingerprint of the checkpoint.
-Record = namedtuple('Record', 'vocab save_meta options data')
-
-
 class EpochLoop:
-    """The epochs of :func:`train_with_validation`, one method per event.
-    Its trainer's parts become those of a run: progress bar, the silent
-    divergence watch (:meth:`diverged` says what happens instead), validation
-    every ``valid_interval`` iterations, time budget, Ctrl-C; the gradient-norm
-    log joins its gradient steps. A new part is one more entry in ``parts``
-    or ``steps`` here (docs/architecture.md). On K processes (``comm``) the
-    gradient all-reduce is the first step, the loss average the first part
-    and following rank 0's stop the last; only rank 0 writes files."""
+    """The epochs of :func:`train_with_validation`: it wires the parts of a
+    run and runs its epochs. Its trainer's parts become those of a run:
+    progress bar, the silent divergence watch (:class:`Recovery` says what
+    happens instead), validation every ``valid_interval`` iterations, time
+    budget, Ctrl-C; the gradient-norm log joins its gradient steps. A new
+    part is one more entry in ``parts`` or ``steps`` of :meth:`wire`
+    (docs/architecture.md). On K processes (``comm``) the gradient
+    all-reduce is the first step, the loss average the first part and
+    following rank 0's stop the last; the time budget and Ctrl-C are parts
+    on rank 0 alone; only rank 0 writes files."""
 
     def __init__(self, model, optimizer, corpora, settings, trainer, evaluate, record,
                  comm=communicator.SingleProcess()):
         self.model, self.optimizer, self.corpora, self.s = model, optimizer, corpora, settings
         self.trainer, self.evaluate, self.record, self.comm = trainer, evaluate, record, comm
-        s, out, root, parallel = settings, settings.out_dir, comm.is_root, comm.size > 1
-        self.log = JsonLog(os.path.join(out, 'log.jsonl') if root else None)
-        self.ctrl_c = CtrlC()
+        s, root = settings, comm.is_root
+        self.log = RunLog(s.out_dir, s.unit, root)
+        self.ctrl_c = CtrlC()          # its handler is installed on every rank; the part is rank 0's
         self.budget = TimeBudget(s.max_seconds) if s.max_seconds else None
-        self.valid_every = ValidEvery(s.valid_interval, self.evaluate_averaged, corpora.valid, self.log, s.unit,
-                                      os.path.join(out, 'curve.png') if root else None) if s.valid_interval else None
-        parts = [AverageLoss(comm) if parallel else None, ProgressBar(), self.valid_every,
-                 DivergenceWatch(say=False), self.budget, self.ctrl_c, FollowRoot(comm) if parallel else None]
+        self.valid_every = (ValidEvery(s.valid_interval, self.evaluate_averaged, corpora.valid, self.log, s.unit,
+                                       os.path.join(s.out_dir, 'curve.png') if root else None)
+                            if s.valid_interval else None)
+        self.wire(trainer)
+        self.state, self.best_params = TrainingState(), None
+        self.checkpoints = Checkpoints(s, record, comm)
+        self.recovery = Recovery(s, self.log)
+        self.started, self.elapsed_before = time.time(), 0.0
+        self.unsaved = False
+
+    def wire(self, trainer):
+        """Give ``trainer`` the parts and gradient steps of the run."""
+        s, comm, root, parallel = self.s, self.comm, self.comm.is_root, self.comm.size > 1
+        # Rank 0 alone decides when to stop: its clock and its Ctrl-C (FollowRoot tells the others).
+        parts = [AverageLoss(comm) if parallel else None, ProgressBar(), self.valid_every, DivergenceWatch(say=False),
+                 self.budget if root else None, self.ctrl_c if root else None, FollowRoot(comm) if parallel else None]
         steps = [AllReduceGrads(comm) if parallel else None,
                  GradNormLog(s.grad_norm_interval, self.log) if s.grad_norm_interval else None]
         trainer.parts = [p for p in parts if p is not None]
         trainer.grad_steps = trainer.grad_steps + [g for g in steps if g is not None]   # after the caller's
         trainer.unit = s.unit
-        self.state, self.best_params = TrainingState(), None
-        self.checkpoints = Checkpoints(s, record, comm)
-        self.plot_path = os.path.join(out, 'perplexity.png')
-        self.started, self.elapsed_before = time.time(), 0.0
-        self.unsaved = False
 
     def elapsed(self):
         return self.elapsed_before + time.time() - self.started
 
     def run(self, resume, log_extra):
         if resume is not None:
-            self.state, self.best_params = self.checkpoints.resume(resume, self.model, self.optimizer, self.log,
+            self.state, self.best_params = self.checkpoints.resume(resume, self.model, self.optimizer,
                                                                    self.trainer.rows)
+            self.log.resumed(resume, self.state, self.optimizer.lr, self.s.changes(resume.settings),
+                             self.s.max_epoch)
             self.elapsed_before = self.state.elapsed_s
         else:
-            processes = {'processes': self.comm.describe()} if self.comm.size > 1 else {}
-            self.log.write(event='start', model=self.model.describe(), params=self.model.param_count(),
-                           **processes, **(log_extra or {}))
+            self.log.start(self.model, self.comm, log_extra)
         if self.comm.size > 1:        # the replicas start alike: rank 0's parameters and generators
             self.comm.bcast_arrays(self.model.params)
             backend.set_rng_state(self.comm.bcast(backend.get_rng_state()))
@@ -193,7 +201,7 @@ class EpochLoop:
 
     def epochs(self):
         s, trainer, train = self.s, self.trainer, self.corpora.train
-        good = self.remember()
+        self.recovery.remember(self.model, self.optimizer, self.state)
         while self.more():
             st, lr = self.state, self.optimizer.lr
             trainer.current_epoch, trainer.start = st.epoch, (st.iteration, st.epoch_loss)
@@ -204,32 +212,20 @@ class EpochLoop:
                 st.iteration, st.epoch_loss = stop.at, trainer.epoch_total
                 self.save()
                 return
-            problem = self.divergence()
+            problem = divergence(trainer, st.epoch + 1)
             valid_ppl = None if problem else self.validate()
             if valid_ppl is not None and not math.isfinite(valid_ppl):
                 problem = f'validation perplexity {valid_ppl} after epoch {st.epoch + 1}'
             if problem:
-                good = self.diverged(good, problem)
+                self.state = self.recovery.go_back(self.model, self.optimizer, st, problem, self.best_params)
+                self.unsaved = True
                 continue
             self.end_epoch(lr, valid_ppl, partial=bool(stop) and stop.at < trainer.max_iters)
-            good = self.remember()
+            self.recovery.remember(self.model, self.optimizer, self.state)
             if stop:                                     # the time budget
                 break
         if self.unsaved:
             self.save()
-
-    def divergence(self):
-        """What went wrong in the epoch just trained, or None."""
-        trainer, epoch = self.trainer, self.state.epoch + 1
-        if trainer.stopped and trainer.stopped.reason == 'diverged':
-            return f'non-finite loss or gradient norm at iteration {trainer.stopped.at} of epoch {epoch}'
-        if not math.isfinite(trainer.epoch_ppl):
-            return f'training perplexity {trainer.epoch_ppl} in epoch {epoch}'
-        return None
-
-    def remember(self):
-        """The last good state, kept on the device."""
-        return snapshot(self.model, self.optimizer), self.state.copy()
 
     def evaluate_averaged(self, model, corpus):
         with averaged_weights(self.optimizer, model):
@@ -246,26 +242,17 @@ class EpochLoop:
         return ppl
 
     def observe(self, valid_ppl):
-        """Tell NT-ASGD the epoch's validation loss; say when averaging starts
-        or restarts from the average (its fine-tuning stage)."""
-        observe = getattr(self.optimizer, 'observe', None)
-        event = observe and observe(math.log(valid_ppl))
-        opt, epoch = self.optimizer, self.state.epoch
-        if event == 'start':
-            print(f'| epoch {epoch} | valid did not improve on {opt.nonmono} epochs ago: '
-                  f'averaging the weights (NT-ASGD) from now on', flush=True)
-        elif (observe and not opt.averaging and self.s.asgd_latest      # rank 0's clock decides for every rank
-              and self.comm.bcast(self.budget_spent() >= self.s.asgd_latest)):
-            opt.start()
-            event = 'start'
-            print(f'| epoch {epoch} | {self.budget_spent():.0%} of the training budget spent: '
-                  f'averaging the weights (NT-ASGD) from now on', flush=True)
-        elif event == 'restart':
-            opt.restart(self.model.params)
-            print(f'| epoch {epoch} | the average did not improve on {opt.nonmono} epochs ago: training goes on '
-                  f'from it with a new average (fine-tuning {opt.restarted} of {opt.restarts})', flush=True)
+        """Hand the epoch's validation loss to NT-ASGD's schedule
+        (:meth:`common.optimizer.ASGD.schedule`) with the fraction of the
+        budget spent (rank 0's clock decides for every rank); log what it did."""
+        schedule = getattr(self.optimizer, 'schedule', None)
+        if schedule is None:
+            return
+        latest = self.s.asgd_latest
+        spent = self.comm.bcast(self.budget_spent()) if latest else 0.0
+        event = schedule(math.log(valid_ppl), self.model.params, spent, latest)
         if event:
-            self.log.write(event=f'asgd_{event}', epoch=epoch, iters=self.trainer.total_iters)
+            self.log.asgd(event, self.state.epoch, self.optimizer, spent, self.trainer.total_iters)
 
     def budget_spent(self):
         """The fraction of the training budget spent: epochs of --max-epoch, or
@@ -276,58 +263,27 @@ class EpochLoop:
         return spent
 
     def end_epoch(self, lr, valid_ppl, partial):
-        st, trainer, unit = self.state, self.trainer, self.s.unit
+        st = self.state
         st.epoch += 1
         st.iteration, st.epoch_loss, st.divergences = 0, 0.0, 0
-        for key, value in (('epoch', st.epoch), ('train', trainer.epoch_ppl), ('valid', valid_ppl), ('lr', lr)):
+        for key, value in (('epoch', st.epoch), ('train', self.trainer.epoch_ppl), ('valid', valid_ppl), ('lr', lr)):
             st.history[key].append(value)
         if st.best_valid_ppl is None or valid_ppl < st.best_valid_ppl:
             st.best_valid_ppl = valid_ppl
-            with averaged_weights(self.optimizer, self.model):       # the weights just validated
-                self.best_params = [p.copy() for p in self.model.params]
-                if self.s.save_path and self.comm.is_root:
-                    self.model.save_params(self.s.save_path, vocab=self.record.vocab, meta=self.record.save_meta)
+            self.keep_best()
         else:
             self.optimizer.lr /= self.s.lr_decay
         self.optimizer.lr *= self.s.lr_epoch_factor
         self.observe(valid_ppl)
         self.save()                 # before the epoch line: a printed epoch is a saved epoch
-        elapsed = self.elapsed()
-        budget = ' | time budget reached' if partial else ''
-        print(f'| epoch {st.epoch} | train {describe_ppl(trainer.epoch_ppl, unit)} | valid '
-              f'{describe_ppl(valid_ppl, unit)} | lr {lr:g} | time {elapsed:.0f}[s] | '
-              f'{trainer.tokens_per_sec:.0f} tok/s{budget}', flush=True)
-        self.log.write(event='epoch', epoch=st.epoch, train_ppl=trainer.epoch_ppl, valid_ppl=valid_ppl, lr=lr,
-                       elapsed_s=elapsed, tokens_per_sec=trainer.tokens_per_sec,
-                       train_seconds=trainer.train_seconds, iters=trainer.done, partial=partial)
-        if self.comm.is_root:
-            plot_history(st.history, self.plot_path, unit)
+        self.log.epoch(st, self.trainer, valid_ppl, lr, self.elapsed(), partial)
 
-    def diverged(self, good, problem):
-        """Go back to the last good state with a smaller learning rate, or give up."""
-        failed, failed_lr = self.state, self.optimizer.lr
-        restore_snapshot(self.model, self.optimizer, good[0])
-        self.state = good[1].copy()
-        self.state.divergences = count = failed.divergences + 1
-        limit, factor = self.s.max_divergences, self.s.divergence_factor
-        self.log.write(event='divergence', problem=problem, lr=failed_lr, in_a_row=count)
-        if count >= limit:
-            self.use_best()
-            path, ck = self.s.save_path, self.s.checkpoint_path
-            kept = [f"the best parameters (valid ppl {self.state.best_valid_ppl:.2f}) are in {path}"
-                    ] if path and self.best_params is not None else []
-            if ck and os.path.exists(ck):
-                kept.append(f'the last good state is in {ck}')
-            raise TrainingError(f"training diverged {count} times in a row (last: {problem}, learning rate "
-                                f"{failed_lr:g}){': ' + ' and '.join(kept) if kept else ''}; "
-                                f"start again with a smaller --lr or --max-grad")
-        self.optimizer.lr = failed_lr / factor
-        back = (f'iteration {self.state.iteration} of epoch {self.state.epoch + 1}' if self.state.iteration
-                else f'the start of epoch {self.state.epoch + 1}')
-        print(f'-- warning: {problem}: back to {back} with learning rate {failed_lr:g} / {factor:g} = '
-              f'{self.optimizer.lr:g} ({count} in a row; the run stops at {limit})', flush=True)
-        self.unsaved = True
-        return good
+    def keep_best(self):
+        """Keep (and save) the weights just validated as the best."""
+        with averaged_weights(self.optimizer, self.model):
+            self.best_params = [p.copy() for p in self.model.params]
+            if self.s.save_path and self.comm.is_root:
+                self.model.save_params(self.s.save_path, vocab=self.record.vocab, meta=self.record.save_meta)
 
     def save(self):
         """Write the checkpoint (when the run has one)."""
@@ -335,85 +291,22 @@ class EpochLoop:
         if self.checkpoints.save(self.model, self.optimizer, self.state, self.best_params):
             self.unsaved = False
 
-    def use_best(self):
-        if self.best_params is not None:
-            for p, best in zip(self.model.params, self.best_params):
-                p[...] = best
-
     def finish(self):
-        st, unit, test = self.state, self.s.unit, self.corpora.test
+        st, test = self.state, self.corpora.test
         interrupted = self.comm.bcast(self.ctrl_c.requested)
         if interrupted:
-            where = (f'iteration {st.iteration} of epoch {st.epoch + 1}' if st.iteration
-                     else f'epoch {st.epoch}')
-            ck = self.s.checkpoint_path
-            saved = f': checkpoint in {ck}, continue with --resume {ck}' if ck else ''
-            print(f'-- stopped by Ctrl-C after {where}{saved}', flush=True)
-        self.use_best()
+            self.log.interrupted(st, self.s.checkpoint_path)
+        use_best(self.model, self.best_params)
         test_ppl = None
         if test is not None and self.best_params is not None:
             self.model.reset_state()
             test_ppl = self.evaluate(self.model, test)
-            print(f'| end | best valid {describe_ppl(st.best_valid_ppl, unit)} | test '
-                  f'{describe_ppl(test_ppl, unit)}', flush=True)
-        elif self.best_params is None:
-            print('-- no epoch finished: no test perplexity', flush=True)
-        else:
-            print(f'| end | best valid {describe_ppl(st.best_valid_ppl, unit)}', flush=True)
         trainer = self.trainer
-        self.log.write(event='end', best_valid_ppl=st.best_valid_ppl, test_ppl=test_ppl,
-                       elapsed_s=self.elapsed(), train_seconds=trainer.train_seconds, iters=trainer.total_iters,
-                       interrupted=interrupted)
+        self.log.end(st.best_valid_ppl, test_ppl, self.best_params is not None, self.elapsed(), trainer, interrupted)
         return {'history': st.history, 'best_valid_ppl': st.best_valid_ppl, 'test_ppl': test_ppl,
-                'plot': self.plot_path, 'log': os.path.join(self.s.out_dir, 'log.jsonl'),
-                'interrupted': interrupted, 'checkpoint': self.s.checkpoint_path, 'train_seconds': trainer.train_seconds,
+                'plot': self.log.plot_path, 'log': self.log.path, 'interrupted': interrupted,
+                'checkpoint': self.s.checkpoint_path, 'train_seconds': trainer.train_seconds,
                 'curve': self.valid_every.points if self.valid_every else None}
-
-class Checkpoints:
-    """Checkpoint and resume: :meth:`save` writes the run to
-    ``settings.checkpoint_path`` (atomically; a failed write warns and
-    training goes on), :meth:`resume` puts a checkpoint back into the model
-    and optimizer and says where the run goes on from."""
-
-    def __init__(self, settings, record, comm=communicator.SingleProcess()):
-        self.s, self.record, self.path, self.comm = settings, record, settings.checkpoint_path, comm
-
-    def save(self, model, optimizer, state, best_params):
-        """Whether the run is saved now (True without a checkpoint path: nothing to save).
-        On K processes rank 0 writes the hidden states of every rank's rows."""
-        if not self.path:
-            return True
-        hidden = self.comm.gather_rows(hidden_states(model, backend.asnumpy))
-        if not self.comm.is_root:
-            return self.comm.bcast(None)
-        r, saved = self.record, True
-        try:
-            save_checkpoint(self.path, model, optimizer, state, best_params, r.vocab, r.options, r.data,
-                            self.s.to_dict(), hidden)
-        except (OSError, UserError) as exc:
-            print(f'-- warning: could not write the checkpoint {self.path} ({exc}); the previous '
-                  f'one is intact and training goes on', flush=True)
-            saved = False
-        return self.comm.bcast(saved)
-
-    def resume(self, checkpoint, model, optimizer, log, rows=slice(None)):
-        """``(state, best_params)`` of ``checkpoint``, restored into ``model`` and
-        ``optimizer`` (the hidden states of the batch's ``rows``)."""
-        state, best_params = checkpoint.restore(model, optimizer, rows)
-        if self.s.resume_lr is not None:
-            optimizer.lr = self.s.resume_lr
-        lr, max_epoch = optimizer.lr, self.s.max_epoch
-        inside = f', {state.iteration} iterations into epoch {state.epoch + 1}' if state.iteration else ''
-        print(f'resumed from {checkpoint.path}: {state.epoch} epochs done{inside}, lr {lr:g}', flush=True)
-        changes = self.s.changes(checkpoint.settings)
-        if changes:
-            print(f"settings changed since the checkpoint: {'; '.join(changes)}", flush=True)
-        if state.epoch >= max_epoch:
-            print(f"nothing to train: {state.epoch} of --max-epoch {max_epoch} epochs are done; "
-                  f"give a larger --max-epoch to go on", flush=True)
-        log.write(event='resume', checkpoint=os.path.abspath(checkpoint.path), epoch=state.epoch,
-                  iteration=state.iteration, lr=lr, changes=changes)
-        return state, best_params
 
 
 def check_corpus(corpus, name, vocab_size, batch_size, time_size, batch_flag, sentences=False):

@@ -19,7 +19,6 @@ no more; a trigger language, priorities or a shared "observation" dict
 would be machinery with one user each.
 """
 import contextlib
-import json
 import math
 import signal
 import threading
@@ -97,7 +96,7 @@ class DivergenceWatch(Part):
         if not bad and stopped and stopped.reason == 'interrupt':
             bad = not all(bool(np.isfinite(p).all()) for p in trainer.model.params)
         if bad:
-            trainer.stopped = Stop('diverged', trainer.first + trainer.done)
+            trainer.stop('diverged')           # replaces a Ctrl-C or time-budget stop
             self.announce(trainer)
 
     def announce(self, trainer):
@@ -153,19 +152,6 @@ class CtrlC(Part):
             yield self
         finally:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-
-
-class JsonLog:
-    """One JSON object per line; each write is flushed, so a log survives a crash."""
-
-    def __init__(self, path):
-        self.path = path               # None: write nothing (a data-parallel rank other than 0)
-
-    def write(self, **record):
-        if self.path is None:
-            return
-        with open(self.path, 'a', encoding='utf-8') as f:
-            f.write(json.dumps(record) + '\n')
 
 
 class ValidEvery(Part):

@@ -3,7 +3,8 @@
 :class:`TrainSettings` is everything :func:`common.run.loop.train_with_validation`
 is told besides the model, the optimizer and the data. The training scripts
 build it from the command line (:func:`add_training_flags` declares the flags
-they share, :meth:`TrainSettings.from_args` reads them), it is checked in one
+they share from one table, :data:`FLAGS`, with the defaults of
+:class:`TrainSettings`; :meth:`TrainSettings.from_args` reads them), it is checked in one
 place (:meth:`TrainSettings.check`), stored in the checkpoint, and a resumed
 run says which settings differ from the checkpoint's
 (:meth:`TrainSettings.changes`).
@@ -18,8 +19,8 @@ from argparse import BooleanOptionalAction
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from common.run.cli import (add_checkpoint_flags, check_output_dir, fraction, nonnegative_float, nonnegative_int,
-                        optional_positive_float, positive_float, positive_int)
+from common.run.cli import (check_output_dir, fraction, greater_than_one, nonnegative_float, nonnegative_int,
+                            optional_positive_float, positive_float, positive_int)
 from common.errors import ConfigError
 
 
@@ -112,47 +113,88 @@ class TrainSettings:
                 if k in saved and k not in self.PLACES and saved[k] != v]
 
 
+#: The argument groups of the shared flags, in --help order.
+GROUPS = {'training': 'training', 'output': 'output', 'checkpoint': 'checkpoints and divergence'}
+
+#: The flags every training script shares, in --help order: (group, flag, argparse keywords). A flag
+#: named after a :class:`TrainSettings` field (``--batch-size``: ``batch_size``) has that field's
+#: default unless the script's ``defaults`` give another; ``script=True``: the script must give it.
+#: The help texts are :data:`TRAINING_HELP`.
+FLAGS = (
+    ('training', '--lr', dict(type=positive_float, script=True)),
+    ('training', '--lr-decay', dict(type=positive_float)),
+    ('training', '--lr-epoch-factor', dict(type=positive_float)),
+    ('training', '--max-grad', dict(type=optional_positive_float)),
+    ('training', '--batch-size', dict(type=positive_int)),
+    ('training', '--time-size', dict(type=positive_int)),
+    ('training', '--max-epoch', dict(type=positive_int)),
+    ('training', '--max-seconds', dict(type=positive_float)),
+    ('training', '--eval-interval', dict(type=nonnegative_int)),
+    ('training', '--valid-interval', dict(type=nonnegative_int)),
+    ('training', '--grad-norm-interval', dict(type=nonnegative_int)),
+    ('training', '--eval-batch-size', dict(type=positive_int)),
+    ('training', '--asgd-nonmono', dict(type=nonnegative_int, metavar='N')),
+    ('training', '--asgd-restarts', dict(type=nonnegative_int, metavar='N')),
+    ('training', '--asgd-latest', dict(type=fraction, metavar='F')),
+    ('training', '--weight-decay', dict(type=nonnegative_float, metavar='λ')),
+    ('training', '--variable-bptt', dict(action=BooleanOptionalAction)),
+    ('training', '--seed', dict(type=int)),
+    ('training', '--gpu', dict(action='store_true')),
+    ('output', '--out-dir', {}),
+    ('output', '--save', {}),
+    ('checkpoint', '--resume', dict(metavar='PATH')),
+    ('checkpoint', '--checkpoint', dict(metavar='PATH')),
+    ('checkpoint', '--divergence-factor', dict(type=greater_than_one, metavar='F')),
+    ('checkpoint', '--max-divergences', dict(type=positive_int, metavar='N')),
+)
+
+
+def settings_defaults():
+    """Field name -> default of :class:`TrainSettings`: the flags' defaults."""
+    return {f.name: f.default for f in fields(TrainSettings)}
+
+
+def add_flags(parser, groups, defaults=None, helps=None):
+    """Declare the flags of :data:`FLAGS` in ``groups`` (keys of :data:`GROUPS`),
+    with the script's ``defaults`` and ``helps`` where it gives them; returns
+    the argument groups by key."""
+    d, settings = defaults or {}, settings_defaults()
+    h = {**TRAINING_HELP, **(helps or {})}
+    h['save'] = h['save'].format(model_file=d.get('model_file', 'model.npz'))
+    made = {}
+    for key, flag, options in FLAGS:
+        if key not in groups:
+            continue
+        if key not in made:
+            made[key] = parser.add_argument_group(GROUPS[key])
+        dest, kw = flag[2:].replace('-', '_'), dict(options)
+        if kw.pop('script', False):
+            kw['default'] = d[dest]                 # no TrainSettings field: the script says
+        elif dest in d:
+            kw['default'] = d[dest]
+        elif dest in settings:
+            kw['default'] = settings[dest]
+        made[key].add_argument(flag, help=h[dest], **kw)
+    return made
+
+
 def add_training_flags(parser, defaults, helps=None):
-    """Declare the flags every training script shares, with this script's
-    ``defaults`` (flag name without dashes -> value: lr, lr_decay,
-    lr_epoch_factor, max_grad, batch_size, time_size, max_epoch,
-    eval_interval, eval_batch_size, out_dir, model_file; optional
-    asgd_nonmono, asgd_restarts, asgd_latest, weight_decay, variable_bptt) and ``helps``
-    (the same keys -> help text) where a script says more. Returns the
-    'training' group, for a script's own training flags."""
-    d, h = defaults, {**TRAINING_HELP, **(helps or {})}
-    g = parser.add_argument_group('training')
-    g.add_argument('--lr', type=positive_float, default=d['lr'], help=h['lr'])
-    g.add_argument('--lr-decay', type=positive_float, default=d['lr_decay'], help=h['lr_decay'])
-    g.add_argument('--lr-epoch-factor', type=positive_float, default=d.get('lr_epoch_factor', 1.0),
-                   help=h['lr_epoch_factor'])
-    g.add_argument('--max-grad', type=optional_positive_float, default=d['max_grad'], help=h['max_grad'])
-    g.add_argument('--batch-size', type=positive_int, default=d['batch_size'], help=h['batch_size'])
-    g.add_argument('--time-size', type=positive_int, default=d['time_size'], help=h['time_size'])
-    g.add_argument('--max-epoch', type=positive_int, default=d['max_epoch'], help=h['max_epoch'])
-    g.add_argument('--max-seconds', type=positive_float, default=None, help=h['max_seconds'])
-    g.add_argument('--eval-interval', type=nonnegative_int, default=d['eval_interval'], help=h['eval_interval'])
-    g.add_argument('--valid-interval', type=nonnegative_int, default=0, help=h['valid_interval'])
-    g.add_argument('--grad-norm-interval', type=nonnegative_int, default=0, help=h['grad_norm_interval'])
-    g.add_argument('--eval-batch-size', type=positive_int, default=d['eval_batch_size'], help=h['eval_batch_size'])
-    g.add_argument('--asgd-nonmono', type=nonnegative_int, default=d.get('asgd_nonmono', 0), metavar='N',
-                   help=h['asgd_nonmono'])
-    g.add_argument('--asgd-restarts', type=nonnegative_int, default=d.get('asgd_restarts', 0), metavar='N',
-                   help=h['asgd_restarts'])
-    g.add_argument('--asgd-latest', type=fraction, default=d.get('asgd_latest', 0.0), metavar='F',
-                   help=h['asgd_latest'])
-    g.add_argument('--weight-decay', type=nonnegative_float, default=d.get('weight_decay', 0.0), metavar='λ',
-                   help=h['weight_decay'])
-    g.add_argument('--variable-bptt', action=BooleanOptionalAction, default=d.get('variable_bptt', False),
-                   help=h['variable_bptt'])
-    g.add_argument('--seed', type=int, default=None, help=h['seed'])
-    g.add_argument('--gpu', action='store_true', help='run on CUDA through CuPy')
-    out = parser.add_argument_group('output')
-    out.add_argument('--out-dir', default=d['out_dir'], help='directory for log.jsonl and the plots')
-    out.add_argument('--save', default=None, help=f"write the best parameters (with the vocabulary) here (.npz); "
-                                                  f"default <out-dir>/{d['model_file']}")
-    add_checkpoint_flags(parser)
-    return g
+    """Declare the flags every training script shares (:data:`FLAGS`), with
+    this script's ``defaults`` (flag name without dashes -> value; ``lr`` and
+    ``model_file``, the name of the saved parameters, are required, every
+    other flag named after a :class:`TrainSettings` field defaults to that
+    field: e.g. lr_decay, max_grad, batch_size, out_dir, asgd_nonmono,
+    variable_bptt) and ``helps`` (the same keys -> help text) where a script
+    says more. Returns the 'training' group, for a script's own training flags."""
+    return add_flags(parser, ('training', 'output', 'checkpoint'), defaults, helps)['training']
+
+
+def add_checkpoint_flags(parser, defaults=None, helps=None):
+    """--resume, --checkpoint, --divergence-factor, --max-divergences: the
+    flags of the run's reliability features (part of :func:`add_training_flags`;
+    read by :meth:`TrainSettings.from_args`). Returns ``parser``."""
+    add_flags(parser, ('checkpoint',), defaults, helps)
+    return parser
 
 
 TRAINING_HELP = {
@@ -183,5 +225,15 @@ TRAINING_HELP = {
     'weight_decay': 'L2 weight decay λ in the SGD update, p ← p − lr·(g + λ·p) (AWD-LSTM: 1.2e-6; 0: none)',
     'variable_bptt': "draw each iteration's window length around --time-size (T with probability 0.95, else "
                      "T/2; then N(., 5), at least 5) and scale the learning rate by length / T, as AWD-LSTM",
+    'gpu': 'run on CUDA through CuPy',
+    'out_dir': 'directory for log.jsonl and the plots',
+    'save': 'write the best parameters (with the vocabulary) here (.npz); default <out-dir>/{model_file}',
+    'resume': "continue the run saved in this checkpoint; options not given on the command line are the "
+              "checkpoint's, an explicit --lr replaces its current learning rate",
+    'checkpoint': 'write the checkpoint (parameters, optimizer, position, RNG, options) here at every epoch end '
+                  'and on Ctrl-C; default <out-dir>/checkpoint.npz',
+    'divergence_factor': 'on a NaN/inf loss or gradient norm go back to the last good state and divide the '
+                         'learning rate by this',
+    'max_divergences': 'stop with an error at this many divergences in a row',
 }
 

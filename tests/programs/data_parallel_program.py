@@ -58,7 +58,7 @@ def main(argv=None):
     from common.trainer import RnnlmTrainer
     valid = corpus(121, 2)
     if comm.size > 1:
-        first_ppl = data_parallel.eval_perplexity(comm, model, valid, 4, 5)
+        first_ppl = data_parallel.eval_perplexity_ranks(comm, model, valid, 4, 5)
     else:
         first_ppl = util.eval_perplexity(model, valid, 4, 5)
     model.reset_state()
@@ -68,7 +68,9 @@ def main(argv=None):
         if trainer.total_iters == 3 and comm.rank == args.raise_on_rank:
             raise (DataError if args.user_error else RuntimeError)('failing on purpose')
         if args.interrupt_at and trainer.total_iters + 1 == args.interrupt_at:
-            next(p for p in trainer.parts if isinstance(p, CtrlC)).requested = True
+            for part in trainer.parts:           # rank 0's alone: the other ranks follow it
+                if isinstance(part, CtrlC):
+                    part.requested = True
 
     trainer = RnnlmTrainer(model, optimizer, grad_steps=[misbehave])
     result = train_with_validation(model, optimizer, (corpus(250, 1), valid, corpus(121, 3)), s,
