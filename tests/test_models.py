@@ -6,9 +6,10 @@ from common import backend
 from common.errors import CheckpointError, ConfigError
 from common.time_layers import TimeGRU, TimeLSTM
 from ch_gru.better_rnnlm import BetterRnnlm
-from ch_gru.rnnlm import Rnnlm
+from ch_gru.rnnlm import Rnnlm, load_model
 from gradcheck import check_model
 from reference import gru_reference, lstm_reference
+from common.run.fileio import load_npz
 
 
 def small_model(cell='gru', dropout=0.5, **kw):
@@ -141,3 +142,25 @@ def test_load_model_rebuilds_from_the_file(tmp_path, rng):
     assert meta['vocab'] == vocab and other.config == model.config
     xs = rng.integers(0, 11, (2, 3))
     np.testing.assert_array_equal(other.predict(xs), model.predict(xs))
+
+
+def test_saved_parameters_carry_extra_metadata(tmp_path):
+    model = Rnnlm(5, 4, 4, num_layers=1)
+    path = model.save_params(str(tmp_path / 'm.npz'), vocab=list('abcde'),
+                             meta={'text': {'level': 'char'}, 'config': {'vocab_size': 99}})
+    _, meta = load_npz(path)
+    assert meta['text'] == {'level': 'char'} and meta['vocab'] == list('abcde')
+    assert meta['config']['vocab_size'] == 5                     # extra metadata never overrides the model's
+    loaded, meta = load_model(path)
+    assert loaded.config == model.config
+
+
+def test_get_state_and_set_state_round_trip():
+    for cell in ('gru', 'lstm'):
+        model = Rnnlm(6, 4, 3, num_layers=2, cell=cell, tie_weights=False)
+        model.predict(np.random.RandomState(0).randint(0, 6, (2, 5)))
+        state = model.get_state()
+        before = model.predict(np.array([[1], [2]]))
+        model.reset_state()
+        model.set_state(state)
+        np.testing.assert_array_equal(model.predict(np.array([[1], [2]])), before)

@@ -1,5 +1,5 @@
 """Each part of a training run on its own (common.run.parts), on a trainer with
-hand-made models; the parts working together are tested in test_training*.py."""
+hand-made models; the parts working together in a run are tested in test_loop.py."""
 import json
 import math
 import signal
@@ -9,10 +9,10 @@ import pytest
 
 import common.run.parts as parts
 from common.optimizer import SGD
-from common.run.parts import CtrlC, DivergenceWatch, GradNormLog, Part, ProgressBar, TimeBudget, ValidEvery
+from common.run.parts import CtrlC, DivergenceWatch, GradNormLog, Part, ProgressBar, Stop, TimeBudget, ValidEvery
 from common.run.runlog import JsonLog
-from common.run.parts import Stop
 from common.trainer import RnnlmTrainer
+import common.trainer as trainer_module
 
 CORPUS = np.arange(201)          # 20 iterations of 2 x 5
 
@@ -228,3 +228,65 @@ def test_checkpoints_save_resume_and_a_failed_write(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out == (f'resumed from {ck.path}: 1 epochs done, 2 iterations into epoch 2, lr 0.25\n'
                    'settings changed since the checkpoint: max_epoch 3 -> 4\n')
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class SlowModel:
+    """A 'model' whose every forward takes one second of the fake clock."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.params, self.grads = [np.zeros(2)], [np.zeros(2)]
+        self.calls = 0
+
+    def forward(self, xs, ts, train_flg=True):
+        self.clock.now += 1.0
+        self.calls += 1
+        return np.float64(1.0)
+
+    def backward(self, dout=1):
+        pass
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = Clock()
+    monkeypatch.setattr(trainer_module.time, 'perf_counter', c)
+    return c
+
+
+@pytest.mark.parametrize('budget,iters', [(5.0, 5), (5.5, 5), (6.0, 6), (0.5, 1)])
+def test_no_iteration_starts_that_would_end_past_the_budget(clock, budget, iters):
+    model = SlowModel(clock)
+    trainer = RnnlmTrainer(model, SGD(0.1), parts=[TimeBudget(budget)])
+    corpus = np.arange(1000)
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=3, batch_size=2, time_size=5, eval_interval=0)
+    assert model.calls == iters and trainer.total_iters == iters
+    assert trainer.train_seconds == pytest.approx(iters)
+    assert trainer.stopped == ('time', iters) and trainer.current_epoch == 1
+    assert trainer.done == iters
+
+
+def test_a_part_sees_every_iteration_and_its_time_is_not_training_time(clock):
+    model = SlowModel(clock)
+    seen = []
+
+    class Slow(Part):
+        def iteration(self, tr):
+            seen.append((tr.total_iters, float(tr.loss)))
+            clock.now += 10.0                  # e.g. a validation run
+
+    trainer = RnnlmTrainer(model, SGD(0.1), parts=[Slow()])
+    corpus = np.arange(101)
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=2, batch_size=2, time_size=5, eval_interval=0)
+    assert seen == [(i, 1.0) for i in range(1, 21)]            # 2 epochs x 10 iterations
+    assert trainer.train_seconds == pytest.approx(20.0)
+    assert trainer.tokens_per_sec == pytest.approx(10 * 2 * 5 / 10.0)
+    assert trainer.stopped is None

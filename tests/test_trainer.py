@@ -1,4 +1,5 @@
-"""RnnlmTrainer, eval_perplexity and clip_grads on hand-checkable inputs."""
+"""RnnlmTrainer (common.trainer) on hand-checkable inputs: the book's batching, the report line,
+stops, divergence, the update step."""
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ from common.errors import DataError
 from common.optimizer import SGD, Adam
 from common.run.parts import CtrlC, DivergenceWatch, ProgressBar
 from common.trainer import RnnlmTrainer
-from common.util import clip_grads, eval_perplexity, window_indices
+from common.util import eval_perplexity
 from ch_gru.rnnlm import Rnnlm
 
 
@@ -71,23 +72,6 @@ def test_get_batch_equals_the_book_double_loop(rng):
         np.testing.assert_array_equal(ours[1], book[1])
 
 
-def test_eval_perplexity_windows_and_value():
-    corpus = np.arange(101)
-    model = Recorder(math.log(7.0))
-    ppl = eval_perplexity(model, corpus, batch_size=2, time_size=10)
-    assert ppl == pytest.approx(7.0)
-    assert len(model.batches) == 5                  # (101 - 1) // (2 * 10)
-    xs, ts, train_flg = model.batches[1]
-    np.testing.assert_array_equal(xs, [np.arange(10, 20), np.arange(60, 70)])   # jump = 50
-    np.testing.assert_array_equal(ts, xs + 1)
-    assert train_flg is False
-
-
-def test_eval_perplexity_too_short_corpus():
-    with pytest.raises(DataError, match='too short'):
-        eval_perplexity(Recorder(0.0), np.arange(20), batch_size=10, time_size=35)
-
-
 def uniform_model(V=7):
     np.random.seed(0)
     model = Rnnlm(V, 4, 4, num_layers=2, dropout_ratio=0.0, dtype='float64')
@@ -136,23 +120,6 @@ def test_trainer_plot_writes_png(tmp_path):
     path = trainer.plot(str(tmp_path / 'ppl.png'))
     with open(path, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-
-
-def test_clip_grads(rng):
-    grads = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
-    norm = np.sqrt(sum((g ** 2).sum() for g in grads))
-    before = [g.copy() for g in grads]
-    assert float(clip_grads(grads, 2 * norm)) == pytest.approx(norm)
-    for g, b in zip(grads, before):
-        np.testing.assert_array_equal(g, b)             # under the limit: untouched
-    clip_grads(grads, norm / 4)
-    assert np.sqrt(sum((g ** 2).sum() for g in grads)) == pytest.approx(norm / 4, rel=1e-5)
-    np.testing.assert_allclose(grads[0] / before[0], grads[1][0] / before[1][0])   # direction kept
-
-
-def test_window_indices_wrap():
-    idx = window_indices(np.array([0, 8]), 1, 3, 10)
-    np.testing.assert_array_equal(idx, [[1, 2, 3], [9, 0, 1]])
 
 
 class HostReads:

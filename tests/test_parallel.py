@@ -7,19 +7,16 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy
 import pytest
 
-from helpers import IN_CI, ROOT, program
+from helpers import IN_CI, ROOT, program, script
+from helpers.processes import run_python, start_python
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAM = program('data_parallel_program.py')
-SCRIPT = os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py')
-FAKE_CUPY = os.path.join(HERE, 'fake_cupy')
+SCRIPT = script('train_better_rnnlm.py')
 
 
 def _have_mpi():
@@ -33,20 +30,9 @@ def _have_mpi():
 needs_mpi = pytest.mark.skipif(not _have_mpi() and not IN_CI, reason='mpi4py or mpiexec not installed')
 
 
-def env(**extra):
-    e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''), MPLBACKEND='Agg',
-             OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
-    for name in ('DLFS_GPU', 'DLFS_MPI_TIMEOUT', 'PMI_SIZE', 'PMI_RANK', 'OMPI_COMM_WORLD_SIZE', 'MV2_COMM_WORLD_SIZE'):
-        e.pop(name, None)
-    e.update(extra)
-    return e
-
-
-def launch(n, *args, timeout=120, extra_env=None, program=PROGRAM):
-    """Run ``program args`` alone (n = 0: no mpiexec) or as ``mpiexec -n n``."""
-    cmd = ([] if n == 0 else ['mpiexec', '-n', str(n)]) + [sys.executable, program, *map(str, args)]
-    return subprocess.run(cmd, env=env(**(extra_env or {})), capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+def launch(n, *args, timeout=120, extra_env=None, program=PROGRAM, fake_cupy=False):
+    """Run ``program args`` alone (n = 0: no mpiexec) or as ``mpiexec -n n``, one BLAS thread a process."""
+    return run_python(program, extra_env, *args, mpi=n, threads=1, timeout=timeout, fake_cupy=fake_cupy)
 
 
 def result(out):
@@ -132,8 +118,7 @@ def signal_rank_1(cmd, out, sig, **extra_env):
     """Start ``mpiexec -n 2 cmd``; once its first checkpoint is written send
     ``sig`` to rank 1. Returns (seconds until the job ended, its status,
     stdout and stderr, rank 1's PID)."""
-    job = subprocess.Popen(['mpiexec', '-n', '2', sys.executable, *cmd], env=env(**extra_env), cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = start_python(cmd[0], extra_env, *cmd[1:], mpi=2, threads=1)
     try:
         ranks = wait_for_ranks(job, 2)
         wait_for(lambda: os.path.exists(os.path.join(out, 'checkpoint.npz')), job)
@@ -167,9 +152,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path, shared_
     from common.run.checkpoint import load_checkpoint
     done = load_checkpoint(checkpoint).state.epoch                      # the checkpoint is whole
     assert done >= 1
-    r = ok(subprocess.run(['mpiexec', '-n', '2', sys.executable, SCRIPT, '--resume', checkpoint,
-                           '--max-epoch', str(done + 1)], env=env(), capture_output=True, text=True,
-                          cwd=ROOT, timeout=120))
+    r = ok(launch(2, '--resume', checkpoint, '--max-epoch', done + 1, program=SCRIPT))
     assert f'resumed from {checkpoint}: {done} epochs done' in r.stdout
     assert f'| epoch {done + 1} |' in r.stdout and '| end |' in r.stdout
 
@@ -203,7 +186,7 @@ def wait_for(condition, job, timeout=60):
         time.sleep(0.05)
 
 
-CHAR_SCRIPT = os.path.join(ROOT, 'scripts', 'train_char_rnnlm.py')
+CHAR_SCRIPT = script('train_char_rnnlm.py')
 
 
 def char_args(tmp_path):
@@ -249,7 +232,7 @@ def test_a_batch_the_ranks_cannot_share_is_one_line(tmp_path, shared_data, flag,
 @needs_mpi
 def test_more_ranks_on_a_node_than_gpus_is_one_line(tmp_path, shared_data):
     r = launch(2, *tiny_script_args(shared_data, str(tmp_path)), '--gpu', program=SCRIPT, timeout=60,
-               extra_env={'PYTHONPATH': FAKE_CUPY + os.pathsep + ROOT})       # the stand-in CuPy: 1 GPU
+               fake_cupy=True)       # the stand-in CuPy: 1 GPU
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and re.fullmatch(r'error: 2 processes on \S+ but 1 GPU: start at most 1 per node '
@@ -262,8 +245,8 @@ def test_mpiexec_without_a_working_mpi4py_is_one_line(tmp_path, shared_data):
     (broken / 'mpi4py' / '__init__.py').write_text("raise ImportError('libmpi.so.12: cannot open shared object')\n")
     args = tiny_script_args(shared_data, str(tmp_path / 'out'))
     for rank in ('0', '1'):       # as mpiexec starts them: only rank 0 says it
-        r = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                           env=env(PMI_SIZE='2', PMI_RANK=rank, PYTHONPATH=f'{broken}{os.pathsep}{ROOT}'))
+        r = launch(0, *args, program=SCRIPT, timeout=60,
+                   extra_env=dict(PMI_SIZE='2', PMI_RANK=rank, PYTHONPATH=f'{broken}{os.pathsep}{ROOT}'))
         assert r.returncode == 2
         expected = ("error: started by an MPI launcher with 2 processes but mpi4py cannot be loaded (ImportError: "
                     "libmpi.so.12: cannot open shared object): pip install mpi4py mpich (or pip install -e '.[mpi]')")
@@ -273,7 +256,7 @@ def test_mpiexec_without_a_working_mpi4py_is_one_line(tmp_path, shared_data):
 @needs_mpi
 def test_the_benchmark_runs_one_and_two_processes(tmp_path):
     out = tmp_path / 'bench.json'
-    ok(launch(0, '--tiny', '--iters', '2', '--json', out, program=os.path.join(ROOT, 'scripts', 'bench_mpi.py')))
+    ok(launch(0, '--tiny', '--iters', '2', '--json', out, program=script('bench_mpi.py')))
     result = json.loads(out.read_text())
     assert result['one_process_2_threads']['processes'] == 1 and result['two_processes_1_thread']['processes'] == 2
     two = result['two_processes_1_thread']
@@ -413,8 +396,7 @@ print(json.dumps({'calls': calls, 'grads': [g.get().tolist() for g in model.grad
 
 
 def test_nccl_path_reduces_one_flat_device_buffer_on_the_current_stream():
-    r = subprocess.run([sys.executable, '-c', NCCL_PROGRAM], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                       env=env(PYTHONPATH=FAKE_CUPY + os.pathsep + ROOT))
+    r = run_python(NCCL_PROGRAM, {}, fake_cupy=True, threads=1, timeout=60)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out['device'].startswith('cupy')
