@@ -4,8 +4,6 @@ nothing already written lost."""
 import importlib.util
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,10 +15,10 @@ from common.run.settings import TrainSettings
 from common.run.loop import train_with_validation
 from ch_gru.rnnlm import Rnnlm
 from dataset import ptb
+from helpers import ROOT, script
+from helpers.processes import run_python
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-SCRIPT = os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py')
+SCRIPT = script('train_better_rnnlm.py')
 
 
 def load_script():
@@ -173,10 +171,8 @@ def test_script_row(row, files, shared_data, capsys):
 ], ids=['gpu without CuPy', 'gpu without a device'])
 def test_gpu_rows(tmp_path, blocker, message):
     (tmp_path / 'cupy.py').write_text(blocker)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + ROOT)
-    env.pop('DLFS_GPU', None)
-    r = subprocess.run([sys.executable, SCRIPT, '--gpu', '--out-dir', str(tmp_path / 'out')], capture_output=True,
-                       text=True, cwd=ROOT, env=env, timeout=120)
+    r = run_python(SCRIPT, {'PYTHONPATH': str(tmp_path) + os.pathsep + ROOT}, '--gpu', '--out-dir', tmp_path / 'out',
+                   timeout=120)
     assert r.returncode == 2
     assert r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
     assert re.search(message, r.stderr), r.stderr

@@ -4,19 +4,16 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
 from common.run.fileio import load_npz
+from helpers import script
+from helpers.processes import run_python, start_python
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-SCRIPT = os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py')
-FAKE_CUPY = os.path.join(HERE, 'fake_cupy')
+SCRIPT = script('train_better_rnnlm.py')
 EPOCHS = 3
 ITERS = 199          # 10000 training tokens // (5 x 10)
 
@@ -31,22 +28,12 @@ def args(shared_data, out_dir, *extra):
             '--seed', '3', '--out-dir', str(out_dir), *extra]
 
 
-def env(gpu=False):
-    e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    e.pop('DLFS_GPU', None)
-    if gpu:
-        e.update(DLFS_GPU='1', PYTHONPATH=FAKE_CUPY + os.pathsep + e['PYTHONPATH'])
-    return e
-
-
 def start(argv, gpu=False):
-    return subprocess.Popen([sys.executable, SCRIPT, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env(gpu))
+    return start_python(SCRIPT, {'DLFS_GPU': '1'} if gpu else {}, *argv, fake_cupy=gpu)
 
 
 def finish(argv, gpu=False):
-    r = subprocess.run([sys.executable, SCRIPT, *argv], capture_output=True, text=True, cwd=ROOT, env=env(gpu),
-                       timeout=300)
+    r = run_python(SCRIPT, {'DLFS_GPU': '1'} if gpu else {}, *argv, fake_cupy=gpu)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
