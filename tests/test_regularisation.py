@@ -11,7 +11,7 @@ from common.optimizer import ASGD, SGD
 from common.regularisation import ActivationRegularisation, EmbeddingDropout, LockedDropout, WeightDrop
 from common.time_layers import TimeEmbedding, TimeGRU, TimeLSTM, TimeRNN
 from common.batching.variable_bptt import VariableBpttTrainer, window_lengths
-from gradcheck import assert_close, check_layer, check_model, numerical_gradient
+from common.gradcheck import assert_close, check_layer, check_model, numerical_gradient
 
 CELLS = [(TimeGRU, 3), (TimeLSTM, 4), (TimeRNN, 1)]
 
