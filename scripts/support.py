@@ -35,19 +35,18 @@ def blas():
     """NumPy's BLAS: library, version, kernel and threads from threadpoolctl
     when it is installed, else the library NumPy was built against; None
     when neither says."""
+    import numpy        # loads the BLAS that threadpoolctl then finds
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         threadpool_info = None
     if threadpool_info is not None:
-        import numpy  # noqa: F401  (loads the BLAS that threadpoolctl then finds)
         libs = [i for i in threadpool_info() if i.get('user_api') == 'blas']
         if libs:
             i = libs[0]
             return (f"{i.get('internal_api')} {i.get('version')}, {i.get('architecture') or 'kernel unknown'} kernel, "
                     f"{i.get('num_threads')} threads")
     try:
-        import numpy
         dep = numpy.show_config(mode='dicts')['Build Dependencies']['blas']
         return f"{dep['name']} {dep.get('version', '')}".strip()
     except Exception:     # an older NumPy without mode='dicts', or another layout
