@@ -32,6 +32,14 @@ def split_name(data_type):
     return name
 
 
+def path(split, data_dir=None):
+    """The local file of a PTB split ('train', 'valid' ('val'), 'test'): found
+    in ``data_dir``, ``$DLFS_DATA_DIR`` or the cache, or downloaded into the
+    cache, and verified by its MD5."""
+    name = FILES[split_name(split)]
+    return fetch(name, 'ptb', MIRRORS, MD5[name], data_dir)
+
+
 def read_words(path):
     """The whitespace-separated words of a text file, with <eos> after each line."""
     try:
@@ -85,12 +93,12 @@ def _cached(path, key):
 
 def load_vocab(data_dir=None):
     """(word_to_id, id_to_word) of ptb.train.txt."""
-    path = fetch(FILES['train'], 'ptb', MIRRORS, MD5[FILES['train']], data_dir)
-    key = md5sum(path)
+    file = path('train', data_dir)
+    key = md5sum(file)
     cache = os.path.join(cache_dir('ptb'), 'ptb.vocab.npz')
     hit = _cached(cache, key)
     if hit is None:
-        words = read_words(path)
+        words = read_words(file)
         word_to_id, _ = build_vocab(words)
         vocab = list(word_to_id)
         _try_save(cache, {'corpus': encode(words, word_to_id), 'words': numpy.array(vocab)}, key)
@@ -104,13 +112,13 @@ def load_data(data_type='train', data_dir=None):
     """(corpus, word_to_id, id_to_word) of a PTB split: 'train', 'valid' ('val'), 'test'."""
     split = split_name(data_type)
     word_to_id, id_to_word = load_vocab(data_dir)
-    path = fetch(FILES[split], 'ptb', MIRRORS, MD5[FILES[split]], data_dir)
-    key = md5sum(path) + ':' + str(len(word_to_id))
+    file = path(split, data_dir)
+    key = md5sum(file) + ':' + str(len(word_to_id))
     cache = os.path.join(cache_dir('ptb'), f'ptb.{split}.npz')
     hit = _cached(cache, key)
     if hit is not None:
         return hit[0], word_to_id, id_to_word
-    corpus = encode(read_words(path), word_to_id, source=path)
+    corpus = encode(read_words(file), word_to_id, source=file)
     _try_save(cache, {'corpus': corpus, 'words': numpy.array([], dtype='<U1')}, key)
     return corpus, word_to_id, id_to_word
 

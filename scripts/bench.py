@@ -24,12 +24,13 @@ Ratios are ours / PyTorch (below 1 means we are faster).
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
+
+import support
 
 BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, dropout=0.5, lr=10.0, max_grad=0.25,
             eval_batch=10)
@@ -87,43 +88,17 @@ class Torch:
 
     def __init__(self, cfg, iters, layers=2, tie=True, device='cpu'):
         import torch
-        import torch.nn as nn
         torch.manual_seed(0)
         self.torch, self.cfg, self.iters, self.device = torch, cfg, iters, device
-        V, D, H = cfg['vocab'], cfg['wordvec'], cfg['hidden']
-
-        class Model(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.embed = nn.Embedding(V, D)
-                self.drop = nn.Dropout(cfg['dropout'])
-                self.grus = nn.ModuleList([nn.GRU(D if i == 0 else H, H, batch_first=True)
-                                           for i in range(layers)])
-                self.out = nn.Linear(H, V)
-                if tie:
-                    self.out.weight = self.embed.weight
-
-            def forward(self, x, states):
-                h = self.drop(self.embed(x))
-                new = []
-                for gru, s in zip(self.grus, states):
-                    h, s = gru(h, s)
-                    h = self.drop(h)
-                    new.append(s)
-                return self.out(h), new
-
-        self.model = Model().to(device)
+        V = cfg['vocab']
+        self.model = support.torch_rnnlm(V, cfg['wordvec'], cfg['hidden'], layers, cfg['dropout'], tie,
+                                         stacked=False).to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg['lr'])
-        self.loss = nn.CrossEntropyLoss()
         gen = torch.Generator().manual_seed(0)
         n = cfg['batch'] * cfg['time'] * iters + 1
         self.corpus = torch.randint(0, V, (n,), generator=gen).to(device)
         n_eval = cfg.get('eval_batch', 10) * cfg['time'] * iters + 1
         self.eval_corpus = torch.randint(0, V, (n_eval,), generator=gen).to(device)
-        self.layers = layers
-
-    def _states(self, n):
-        return [self.torch.zeros(1, n, self.cfg['hidden'], device=self.device) for _ in range(self.layers)]
 
     def _sync(self):
         if self.device != 'cpu':
@@ -132,44 +107,22 @@ class Torch:
     def train_block(self):
         """The same iterations and batching as RnnlmTrainer (rows at offsets
         i * len // batch, advancing together), detaching the carried state."""
-        torch, c = self.torch, self.cfg
+        c = self.cfg
         xs, ts = self.corpus[:-1], self.corpus[1:]
-        size = len(xs)
-        offsets = torch.arange(c['batch'], device=self.device) * (size // c['batch'])
-        steps = torch.arange(c['time'], device=self.device)
-        states = self._states(c['batch'])
+        size, state = len(xs), None
         self.model.train()
         t = time.perf_counter()
         for it in range(self.iters):
-            idx = (offsets[:, None] + it * c['time'] + steps[None, :]) % size
-            states = [s.detach() for s in states]
-            out, states = self.model(xs[idx], states)
-            loss = self.loss(out.reshape(-1, c['vocab']), ts[idx].reshape(-1))
-            self.opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c['max_grad'])
-            self.opt.step()
+            idx = support.window_indices(self.torch, size, c['batch'], size // c['batch'], it * c['time'],
+                                         c['time'], self.device)
+            _, state = support.torch_train_step(self.model, self.opt, xs, ts, idx, state, c['max_grad'])
         self._sync()
         return time.perf_counter() - t
 
     def eval_block(self):
-        torch, c = self.torch, self.cfg
-        corpus = self.eval_corpus
-        size = len(corpus)
-        rows = c['eval_batch']
-        jump = (size - 1) // rows
-        offsets = torch.arange(rows, device=self.device) * jump
-        steps = torch.arange(c['time'], device=self.device)
-        states = self._states(rows)
-        self.model.eval()
         t = time.perf_counter()
-        with torch.no_grad():
-            total = 0
-            for it in range(self.iters):
-                idx = (offsets[:, None] + it * c['time'] + steps[None, :]) % size
-                out, states = self.model(corpus[idx], states)
-                total += self.loss(out.reshape(-1, c['vocab']), corpus[(idx + 1) % size].reshape(-1))
-            float(total)
+        support.torch_eval_loss(self.model, self.eval_corpus, self.cfg['eval_batch'], self.cfg['time'], self.iters,
+                                self.device)
         self._sync()
         return time.perf_counter() - t
 
@@ -232,17 +185,7 @@ def measure_memory(which, iters, gpu):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def torch_available(gpu):
-    try:
-        import torch
-    except ImportError:
-        return None
-    if gpu and not torch.cuda.is_available():
-        return None
-    return torch
-
-
-def main(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--gpu', action='store_true', help='run ours on CuPy and PyTorch on CUDA')
     p.add_argument('--only', default='train,eval,char,memory',
@@ -257,7 +200,67 @@ def main(argv=None):
                    help="rows of eval_perplexity's batches (10 is the book's default)")
     p.add_argument('--tiny', action='store_true', help='toy sizes: check that everything runs, no real figures')
     p.add_argument('--memory-worker', choices=['ours', 'pytorch'], help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+class Bench:
+    """The sections of one benchmark run; each adds its figures to ``result``."""
+
+    def __init__(self, args, torch, result):
+        self.args, self.torch, self.result = args, torch, result
+        self.device = 'cuda' if args.gpu else 'cpu'
+
+    def runners(self, cfg, **kw):
+        rs = [Ours(cfg, self.args.iters, **kw)]
+        if self.torch is not None:
+            rs.append(Torch(cfg, self.args.iters, device=self.device, **kw))
+        return rs
+
+    def timed(self, label, runners, method, unit_tokens):
+        """Median seconds per iteration of each runner, printed as one line."""
+        a = self.args
+        med, raw = alternate(runners, method, a.blocks, a.warmup, a.pause)
+        line = f'{label:<34}' + ' | '.join(f'{n} {1e3 * s:8.1f} ms/it {unit_tokens / s:9.0f} tok/s'
+                                         for n, s in med.items())
+        if 'pytorch' in med:
+            line += f" | ratio ours/pytorch {med['ours'] / med['pytorch']:.3f}"
+        print(line, flush=True)
+        return {'median_s': med, 'blocks_s': raw}
+
+    def train(self, runners):
+        self.result['train'] = out = self.timed('train iteration (book size)', runners, 'train_block',
+                                                BOOK['batch'] * BOOK['time'])
+        if 'pytorch' in out['median_s']:
+            out['ratio'] = out['median_s']['ours'] / out['median_s']['pytorch']
+
+    def eval(self, runners):
+        self.result['eval'] = out = self.timed(f"eval_perplexity (batch {BOOK['eval_batch']})", runners,
+                                               'eval_block', BOOK['eval_batch'] * BOOK['time'])
+        if 'train' in self.result:
+            per_tok_train = self.result['train']['median_s']['ours'] / (BOOK['batch'] * BOOK['time'])
+            per_tok_eval = out['median_s']['ours'] / (BOOK['eval_batch'] * BOOK['time'])
+            out['speedup_per_token_vs_train'] = per_tok_train / per_tok_eval
+            print(f"{'':<34}eval is {per_tok_train / per_tok_eval:.2f}x faster per token than training")
+
+    def char(self):
+        out = self.timed(f"char GRU train ({CHAR['layers']}x{CHAR['hidden']}, V={CHAR['vocab']})",
+                         self.runners(CHAR, layers=CHAR['layers'], tie=True), 'train_block',
+                         CHAR['batch'] * CHAR['time'])
+        self.result['char'] = {'config': CHAR, **out}
+
+    def memory(self):
+        a = self.args
+        mem = {'ours': measure_memory('ours', a.iters, a.gpu)}
+        if self.torch is not None:
+            mem['pytorch'] = measure_memory('pytorch', a.iters, a.gpu)
+        for name, m in mem.items():
+            device = ''.join(f', {k} {v:.0f} MB' for k, v in m.items() if k.startswith('device'))
+            print(f"peak RSS {name:<8} {m['peak_rss_mb']:7.0f} MB (after imports {m['after_imports_mb']:.0f} MB{device})")
+        self.result['memory'] = mem
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.tiny:
         BOOK.update(TINY)
         CHAR.update(vocab=20, wordvec=8, hidden=8, batch=4, time=6)
@@ -269,60 +272,25 @@ def main(argv=None):
             select_backend(args.gpu)
         return memory_worker(args.memory_worker, args.iters, args.gpu)
     backend = select_backend(args.gpu)
-    torch = None if args.no_torch else torch_available(args.gpu)
-    device = 'cuda' if args.gpu else 'cpu'
+    torch = None if args.no_torch else support.torch_available(args.gpu)
     if torch is not None and not args.gpu:
         torch.set_num_threads(os.cpu_count() or 1)
     parts = set(args.only.split(','))
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
+    machine = support.describe()
     result = {'machine': machine, 'backend': 'cupy' if backend.GPU else 'numpy', 'command': ' '.join(sys.argv),
               'torch': None if torch is None else torch.__version__, 'config': BOOK}
     print(f"machine: {machine}; ours on {result['backend']}; PyTorch {result['torch'] or 'not installed'}")
-
-    def runners(cfg, **kw):
-        rs = [Ours(cfg, args.iters, **kw)]
-        if torch is not None:
-            rs.append(Torch(cfg, args.iters, device=device, **kw))
-        return rs
-
-    def report(label, medians, unit_tokens):
-        line = f'{label:<34}' + ' | '.join(f'{n} {1e3 * s:8.1f} ms/it {unit_tokens / s:9.0f} tok/s'
-                                         for n, s in medians.items())
-        if 'pytorch' in medians:
-            line += f" | ratio ours/pytorch {medians['ours'] / medians['pytorch']:.3f}"
-        print(line, flush=True)
-
-    book_runners = runners(BOOK) if parts & {'train', 'eval'} else []
+    bench = Bench(args, torch, result)
+    book_runners = bench.runners(BOOK) if parts & {'train', 'eval'} else []
     if 'train' in parts:
-        med, raw = alternate(book_runners, 'train_block', args.blocks, args.warmup, args.pause)
-        report('train iteration (book size)', med, BOOK['batch'] * BOOK['time'])
-        result['train'] = {'median_s': med, 'blocks_s': raw}
-        if 'pytorch' in med:
-            result['train']['ratio'] = med['ours'] / med['pytorch']
+        bench.train(book_runners)
     if 'eval' in parts:
-        med, raw = alternate(book_runners, 'eval_block', args.blocks, args.warmup, args.pause)
-        report(f"eval_perplexity (batch {BOOK['eval_batch']})", med, BOOK['eval_batch'] * BOOK['time'])
-        result['eval'] = {'median_s': med, 'blocks_s': raw}
-        if 'train' in result:
-            per_tok_train = result['train']['median_s']['ours'] / (BOOK['batch'] * BOOK['time'])
-            per_tok_eval = med['ours'] / (BOOK['eval_batch'] * BOOK['time'])
-            result['eval']['speedup_per_token_vs_train'] = per_tok_train / per_tok_eval
-            print(f"{'':<34}eval is {per_tok_train / per_tok_eval:.2f}x faster per token than training")
+        bench.eval(book_runners)
     del book_runners
     if 'char' in parts:
-        med, raw = alternate(runners(CHAR, layers=CHAR['layers'], tie=True), 'train_block', args.blocks,
-                             args.warmup, args.pause)
-        report(f"char GRU train ({CHAR['layers']}x{CHAR['hidden']}, V={CHAR['vocab']})", med,
-               CHAR['batch'] * CHAR['time'])
-        result['char'] = {'config': CHAR, 'median_s': med, 'blocks_s': raw}
+        bench.char()
     if 'memory' in parts:
-        mem = {'ours': measure_memory('ours', args.iters, args.gpu)}
-        if torch is not None:
-            mem['pytorch'] = measure_memory('pytorch', args.iters, args.gpu)
-        for name, m in mem.items():
-            device = ''.join(f', {k} {v:.0f} MB' for k, v in m.items() if k.startswith('device'))
-            print(f"peak RSS {name:<8} {m['peak_rss_mb']:7.0f} MB (after imports {m['after_imports_mb']:.0f} MB{device})")
-        result['memory'] = mem
+        bench.memory()
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w') as f:
         json.dump(result, f, indent=1)

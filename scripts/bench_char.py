@@ -2,6 +2,7 @@
 
     python scripts/bench_char.py                       # 100 s each for dlfs-gru and PyTorch
     python scripts/bench_char.py --seconds 30 --skip-torch
+    python scripts/bench_char.py --out docs/char_target    # the figures of README and docs/performance.md
 
 The target: split 90/10, valid loss <= 1.60 nats/char after at most --seconds
 (100) seconds of training wall time on the machine at hand. Training time is
@@ -13,24 +14,38 @@ same settings, the same truncated-BPTT batches, clipping, evaluation and
 learning-rate decay, torch.set_num_threads(--threads)) for the same budget, and
 prints both curves and the comparison. PyTorch is optional: without it that
 part is skipped. Writes <out>.json (configuration, curves, results, a sample,
-the commit) and <out>.png (loss against training time).
+the commit) and <out>.png (loss against training time); <out> is
+runs/char_target unless given (the figures in docs/ come from
+--out docs/char_target).
 """
 import argparse
+import dataclasses
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy
 
-from common.run.cli import HelpFormatter, nonnegative_int, optional_positive_float, positive_float, positive_int, \
-    ratio, run, select_backend
+import support
+from common.run.cli import HelpFormatter, nonnegative_int, positive_float, positive_int, ratio, run, select_backend
+from common.run.settings import add_training_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 1.60
+#: The shared training flags' defaults here: the configuration of the 100-second target.
+DEFAULTS = dict(lr=0.008, lr_decay=2.0, lr_epoch_factor=0.6, max_grad=5.0, batch_size=64, time_size=64,
+                max_epoch=10 ** 6, eval_interval=0, eval_batch_size=32, out_dir=os.path.join('runs', 'bench_char'),
+                model_file='CharRnnlm.npz')
+HELP = {'lr': 'Adam learning rate',
+        'lr_decay': 'divide the learning rate by this after an epoch that did not improve valid loss',
+        'max_grad': 'gradient norm clipping',
+        'valid_interval': 'evaluate on valid every N iterations (not counted as training time)',
+        'eval_interval': 'print the dlfs-gru training loss every N iterations (0: never)'}
+#: Shared training flags this benchmark has no use for (both sides could not
+#: honour them alike, or --seconds says it): hidden from --help, an error when given.
+UNUSED = ('max_epoch', 'max_seconds', 'grad_norm_interval', 'asgd_nonmono', 'asgd_restarts', 'asgd_latest',
+          'weight_decay', 'variable_bptt', 'gpu', 'resume', 'checkpoint')
 
 
 def build_parser():
@@ -43,51 +58,30 @@ def build_parser():
     p.add_argument('--layers', type=positive_int, default=1)
     p.add_argument('--dropout', type=ratio, default=0.0)
     p.add_argument('--tie', action='store_true', help='tie the output weight to the embedding')
-    p.add_argument('--lr', type=positive_float, default=0.008, help='Adam learning rate')
-    p.add_argument('--lr-decay', type=positive_float, default=2.0,
-                   help='divide the learning rate by this after an epoch that did not improve valid loss')
-    p.add_argument('--lr-epoch-factor', type=positive_float, default=0.6,
-                   help='multiply the learning rate by this after every epoch')
-    p.add_argument('--max-grad', type=optional_positive_float, default=5.0, help='gradient norm clipping')
-    p.add_argument('--batch-size', type=positive_int, default=64)
-    p.add_argument('--time-size', type=positive_int, default=64)
-    p.add_argument('--valid-interval', type=positive_int, default=100,
-                   help='evaluate on valid every N iterations (not counted as training time)')
-    p.add_argument('--eval-batch-size', type=positive_int, default=32)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=positive_int, default=2, help='torch.set_num_threads for PyTorch')
+    train = add_training_flags(p, DEFAULTS, HELP)
+    train.add_argument('--threads', type=positive_int, default=2, help='torch.set_num_threads for PyTorch')
     p.add_argument('--skip-torch', action='store_true', help='run only the dlfs-gru side')
     p.add_argument('--sample', type=nonnegative_int, default=600,
                    help='characters to sample from the trained dlfs-gru model (temperature 0.8)')
-    p.add_argument('--out', default=os.path.join('docs', 'char_target'),
-                   help='write <out>.json and <out>.png')
-    p.add_argument('--run-dir', default=os.path.join('runs', 'bench_char'),
-                   help='log.jsonl, plots and the model file of the dlfs-gru run')
+    p.add_argument('--out', default=os.path.join('runs', 'char_target'),
+                   help='write <out>.json and <out>.png (the docs figures: --out docs/char_target)')
+    p.add_argument('--run-dir', dest='out_dir', default=argparse.SUPPRESS,
+                   help='log.jsonl, plots and the model file of the dlfs-gru run (the same as --out-dir)')
+    p.set_defaults(valid_interval=100, seed=0)
+    for action in p._actions:
+        if action.dest in UNUSED:
+            action.help = argparse.SUPPRESS
     return p
 
 
-def commit():
-    """The commit measured, with '+changes' when the working tree differs from it."""
-    try:
-        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head + ('+changes' if dirty else '')
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return f'{cpu}, {os.cpu_count()} cores, {platform.system()}'
-
-
+def parse(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = [k for k in UNUSED if getattr(args, k) != parser.get_default(k)]
+    if given:
+        parser.error(f"--{given[0].replace('_', '-')} does not apply to this benchmark: it trains both sides "
+                     f"alike, on the CPU, for --seconds")
+    return args
 def cpu_wait_seconds():
     """Seconds during which some task waited for a CPU (Linux pressure stall
     information), or None: other work on the machine shows up here."""
@@ -117,18 +111,15 @@ def run_ours(corpus, args):
     from common.optimizer import Adam
     from common.run.settings import TrainSettings
     from common.run.loop import train_with_validation
-    check_output_dir(args.run_dir)
-    log_path = os.path.join(args.run_dir, 'log.jsonl')
+    check_output_dir(args.out_dir)
+    log_path = os.path.join(args.out_dir, 'log.jsonl')
     if os.path.exists(log_path):
         os.unlink(log_path)
     model = Rnnlm(len(corpus.vocab), args.embed_size, args.hidden_size, num_layers=args.layers,
                   dropout_ratio=args.dropout, tie_weights=args.tie)
     print(f'== dlfs-gru: {model.describe()}, {model.param_count():,} parameters', flush=True)
-    settings = TrainSettings(
-        max_epoch=10 ** 6, batch_size=args.batch_size, time_size=args.time_size, max_grad=args.max_grad,
-        eval_interval=0, out_dir=args.run_dir, lr_decay=args.lr_decay, eval_batch_size=args.eval_batch_size,
-        save_path=os.path.join(args.run_dir, 'CharRnnlm.npz'), unit='char', max_seconds=args.seconds,
-        valid_interval=args.valid_interval or 0, lr_epoch_factor=args.lr_epoch_factor)
+    settings = dataclasses.replace(TrainSettings.from_args(args, unit='char', model_file=DEFAULTS['model_file']),
+                                   max_seconds=args.seconds, checkpoint_path=None)
     result = train_with_validation(model, Adam(args.lr), (corpus.train, corpus.valid, None), settings,
                                    vocab=corpus.vocab.tokens, save_meta=corpus.save_meta(),
                                    log_extra={'args': vars(args)})
@@ -146,108 +137,90 @@ def run_ours(corpus, args):
 
 # -- PyTorch ----------------------------------------------------------------------
 
-def run_torch(corpus, args):
-    import torch
-    from torch import nn
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    V, D, H = len(corpus.vocab), args.embed_size, args.hidden_size
+class TorchRun:
+    """The PyTorch side, trained as train_with_validation trains ours: Adam,
+    the book's batching, valid every --valid-interval iterations and at each
+    epoch's end, the learning rate decayed per epoch, until --seconds of training."""
 
-    class CharGRU(nn.Module):
-        """Embedding → Dropout → GRU (layers, dropout between them) → Dropout → Linear."""
+    def __init__(self, corpus, args):
+        import torch
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(args.seed)
+        self.torch, self.args = torch, args
+        self.model = support.torch_rnnlm(len(corpus.vocab), args.embed_size, args.hidden_size, args.layers,
+                                         args.dropout, args.tie)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        print(f'== PyTorch {torch.__version__}: nn.GRU model, {self.params:,} parameters, {args.threads} threads',
+              flush=True)
+        # eps as common.optimizer.Adam
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, eps=1e-7)
+        self.train = torch.from_numpy(corpus.train.astype(numpy.int64))
+        self.valid = torch.from_numpy(corpus.valid.astype(numpy.int64))
+        self.points, self.best, self.train_seconds, self.iters = [], math.inf, 0.0, 0
+        self.loss_sum, self.loss_count, self.last_step = 0.0, 0, 0.0
 
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(V, D)
-            self.gru = nn.GRU(D, H, args.layers, batch_first=True,
-                              dropout=args.dropout if args.layers > 1 else 0.0)
-            self.drop = nn.Dropout(args.dropout)
-            self.out = nn.Linear(H, V)
-            if args.tie:
-                self.out.weight = self.embed.weight
-
-        def forward(self, xs, h):
-            hs, h = self.gru(self.drop(self.embed(xs)), h)
-            return self.out(self.drop(hs)), h
-
-    model = CharGRU()
-    params = sum(p.numel() for p in model.parameters())
-    print(f'== PyTorch {torch.__version__}: nn.GRU model, {params:,} parameters, {args.threads} threads',
-          flush=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-7)   # eps as common.optimizer.Adam
-    loss_fn = nn.CrossEntropyLoss()
-    train = torch.from_numpy(corpus.train.astype(numpy.int64))
-    valid = torch.from_numpy(corpus.valid.astype(numpy.int64))
-    B, T = args.batch_size, args.time_size
-
-    def windows(size, batch, jump, start):
-        """The book's batching: row i reads from i · jump + start, wrapping (as window_indices)."""
-        return (torch.arange(batch)[:, None] * jump + start + torch.arange(T)[None, :]) % size
-
-    def evaluate():
-        """As common.util.eval_perplexity: rows at i · ((n − 1) // batch), state carried, dropout off."""
-        model.eval()
-        n, b = len(valid), args.eval_batch_size
-        iters, jump = (n - 1) // (b * T), (n - 1) // b
-        total, h = 0.0, None
-        with torch.no_grad():
-            for i in range(iters):
-                idx = windows(n, b, jump, i * T)
-                scores, h = model(valid[idx], h)
-                total += loss_fn(scores.reshape(-1, V), valid[(idx + 1) % n].reshape(-1)).item()
-        model.train()
-        return math.exp(total / iters)
-
-    xs, ts = train[:-1], train[1:]
-    size = len(xs)
-    max_iters = size // (B * T)
-    points, best, train_seconds, last_step, total_iters = [], math.inf, 0.0, 0.0, 0
-    loss_sum, loss_count = 0.0, 0
-
-    def add_point():
-        nonlocal loss_sum, loss_count
-        point = {'iter': total_iters, 'train_seconds': train_seconds,
-                 'train_ppl': math.exp(loss_sum / max(loss_count, 1)), 'valid_ppl': evaluate()}
-        loss_sum, loss_count = 0.0, 0
-        points.append(point)
-        print(f"| torch | iter {total_iters} | train time {train_seconds:.1f}[s] | train loss "
+    def add_point(self):
+        """Validate, and record the point with the mean training loss since the last one."""
+        a = self.args
+        point = {'iter': self.iters, 'train_seconds': self.train_seconds,
+                 'train_ppl': math.exp(self.loss_sum / max(self.loss_count, 1)),
+                 'valid_ppl': math.exp(support.torch_eval_loss(self.model, self.valid, a.eval_batch_size,
+                                                               a.time_size))}
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.points.append(point)
+        print(f"| torch | iter {self.iters} | train time {self.train_seconds:.1f}[s] | train loss "
               f"{math.log(point['train_ppl']):.4f} | valid loss {math.log(point['valid_ppl']):.4f} nats/char",
               flush=True)
-        return point['valid_ppl']
 
-    stopped = False
-    while not stopped:
-        h = None
-        for it in range(max_iters):
-            if train_seconds + last_step > args.seconds:
+    def epoch(self):
+        """One epoch, or less when the budget runs out; whether it ran out."""
+        a, xs, ts = self.args, self.train[:-1], self.train[1:]
+        size, B, T = len(xs), a.batch_size, a.time_size
+        state, last_step = None, self.last_step
+        stopped = False
+        for it in range(size // (B * T)):
+            if self.train_seconds + last_step > a.seconds:
                 stopped = True
                 break
             start = time.perf_counter()
-            idx = windows(size, B, size // B, it * T)
-            scores, h = model(xs[idx], h)
-            h = h.detach()                                # truncated BPTT
-            loss = loss_fn(scores.reshape(-1, V), ts[idx].reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            if args.max_grad is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), args.max_grad)
-            optimizer.step()
-            loss_sum += loss.item()
-            loss_count += 1
+            idx = support.window_indices(self.torch, size, B, size // B, it * T, T)
+            loss, state = support.torch_train_step(self.model, self.optimizer, xs, ts, idx, state, a.max_grad)
+            self.loss_sum += loss.item()
+            self.loss_count += 1
             last_step = time.perf_counter() - start
-            train_seconds += last_step
-            total_iters += 1
-            if total_iters % args.valid_interval == 0:
-                add_point()
-        if not points or points[-1]['iter'] != total_iters:   # the epoch's (or budget's) end
-            add_point()
-        improved = points[-1]['valid_ppl'] < best
-        best = min(best, points[-1]['valid_ppl'])
-        for group in optimizer.param_groups:        # as train_with_validation
-            group['lr'] *= (1 if improved else 1 / args.lr_decay) * args.lr_epoch_factor
-    return {'params': params, 'curve': points, 'train_seconds': train_seconds, 'iters': total_iters,
-            'final_valid_loss': math.log(points[-1]['valid_ppl']), 'best_valid_loss': math.log(best),
-            'chars_per_sec': total_iters * B * T / train_seconds, 'version': torch.__version__}
+            self.train_seconds += last_step
+            self.iters += 1
+            if self.iters % a.valid_interval == 0:
+                self.add_point()
+        self.last_step = last_step
+        if not self.points or self.points[-1]['iter'] != self.iters:   # the epoch's (or budget's) end
+            self.add_point()
+        return stopped
+
+    def decay(self):
+        """As train_with_validation: divide by --lr-decay after an epoch that did not improve, then
+        multiply by --lr-epoch-factor."""
+        improved = self.points[-1]['valid_ppl'] < self.best
+        self.best = min(self.best, self.points[-1]['valid_ppl'])
+        for group in self.optimizer.param_groups:
+            group['lr'] *= (1 if improved else 1 / self.args.lr_decay) * self.args.lr_epoch_factor
+
+    def result(self):
+        a = self.args
+        return {'params': self.params, 'curve': self.points, 'train_seconds': self.train_seconds,
+                'iters': self.iters, 'final_valid_loss': math.log(self.points[-1]['valid_ppl']),
+                'best_valid_loss': math.log(self.best),
+                'chars_per_sec': self.iters * a.batch_size * a.time_size / self.train_seconds,
+                'version': self.torch.__version__}
+
+
+def run_torch(corpus, args):
+    side = TorchRun(corpus, args)
+    while True:
+        stopped = side.epoch()
+        side.decay()
+        if stopped:
+            return side.result()
 
 
 # -- report -----------------------------------------------------------------------------
@@ -266,28 +239,23 @@ def plot(results, path, seconds):
                      title='Tiny Shakespeare, GRU: loss against training time')
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    backend = select_backend(False)
-    backend.seed(args.seed)
-    from dataset import chars
-    corpus = chars.load_corpus('shakespeare', (0.9, 0.1, 0.0), data_dir=args.data_dir)
-    print(f'data: {corpus.description}: {len(corpus.train)} / {len(corpus.valid)} characters, '
-          f'vocabulary {len(corpus.vocab)}; machine: {machine()}', flush=True)
+def run_sides(corpus, args):
+    """{'dlfs-gru': ..., 'PyTorch': ...} (PyTorch when it runs) and the note on why it did not."""
     results = {'dlfs-gru': measured(run_ours, corpus, args)}
     torch_note = None
     if args.skip_torch:
         torch_note = 'skipped (--skip-torch)'
+    elif support.torch_available() is None:
+        torch_note = 'skipped: PyTorch is not installed'
     else:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            torch_note = 'skipped: PyTorch is not installed'
-        else:
-            results['PyTorch'] = measured(run_torch, corpus, args)
+        results['PyTorch'] = measured(run_torch, corpus, args)
     if torch_note:
         print(f'== PyTorch {torch_note}')
+    return results, torch_note
 
+
+def print_table(results, args):
+    """The comparison, the target's verdict and the sample; whether the target was met."""
     ours = results['dlfs-gru']
     met = ours['final_valid_loss'] <= TARGET and ours['train_seconds'] <= args.seconds
     print('\n| side | params | train s | iters | chars/s | final valid loss | best valid loss | CPU wait |')
@@ -305,11 +273,28 @@ def main(argv=None):
           f"{'met' if met else 'NOT met'} ({ours['final_valid_loss']:.4f} after {ours['train_seconds']:.1f} s)")
     if ours['sample']:
         print(f"-- sample from the dlfs-gru model (temperature 0.8, seed {args.seed}):\n{ours['sample']}")
+    return met
 
-    report = {'command': 'python scripts/bench_char.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
-              'commit': commit(), 'machine': machine(), 'numpy': numpy.__version__,
+
+#: Flags left out of the report's configuration: where files are, and what does not apply.
+NOT_CONFIG = ('out', 'out_dir', 'data_dir', 'save', 'divergence_factor', 'max_divergences') + UNUSED
+
+
+def main(argv=None):
+    args = parse(argv)
+    backend = select_backend(False)
+    backend.seed(args.seed)
+    from dataset import chars
+    corpus = chars.load_corpus('shakespeare', (0.9, 0.1, 0.0), data_dir=args.data_dir)
+    info = support.machine()
+    print(f'data: {corpus.description}: {len(corpus.train)} / {len(corpus.valid)} characters, '
+          f'vocabulary {len(corpus.vocab)}; machine: {support.describe(info)}', flush=True)
+    results, torch_note = run_sides(corpus, args)
+    met = print_table(results, args)
+    report = {'command': support.script_command('bench_char.py', argv), 'commit': support.commit(),
+              'machine': support.describe(info), 'numpy': info['numpy'], 'blas': info['blas'],
               'date': time.strftime('%Y-%m-%d %H:%M'), 'data': corpus.description, 'target': TARGET,
-              'config': {k: v for k, v in vars(args).items() if k not in ('out', 'run_dir', 'data_dir')},
+              'config': {k: v for k, v in vars(args).items() if k not in NOT_CONFIG},
               'target_met': met, 'torch': torch_note or 'ran', 'results': results}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + '.json', 'w', encoding='utf-8') as f:

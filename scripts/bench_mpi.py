@@ -15,13 +15,13 @@ OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both (GUIDE section 3).
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import support
+
+sys.path.insert(0, support.ROOT)
 
 
 def worker(iters, tiny):
@@ -30,7 +30,7 @@ def worker(iters, tiny):
     from common.parallel import communicator
     from common.parallel.steps import AllReduceGrads, AverageLoss, FollowRoot, split_rows
     from common.optimizer import SGD
-    from common.trainer import ClipGrads, RnnlmTrainer
+    from common.trainer import RnnlmTrainer
     from ch_gru.better_rnnlm import BetterRnnlm
 
     comm = communicator.world()
@@ -76,20 +76,11 @@ def worker(iters, tiny):
 
 
 def run(cmd, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env = support.child_env(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     for name in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'):
         env.pop(name, None)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def cpu_name():
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-        return next(line.split(':', 1)[1].strip() for line in out.splitlines() if line.startswith('Model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or 'unknown CPU'
+    return support.last_json(r.stdout)
 
 
 def main():
@@ -106,7 +97,8 @@ def main():
     one = run(me, 2)
     two = run(['mpiexec', '-n', '2'] + me, 1)
     single = run(me, 1)
-    result = {'cpu': cpu_name(), 'cores': os.cpu_count(), 'load_before': load, 'load_after': os.getloadavg(),
+    info = support.machine()
+    result = {'cpu': info['cpu'], 'cores': info['cores'], 'blas': info['blas'], 'load_before': load, 'load_after': os.getloadavg(),
               'iters': args.iters, 'one_process_2_threads': one, 'two_processes_1_thread': two,
               'one_process_1_thread': single,
               'speedup': one['step_s'] / two['step_s'], 'command': 'python scripts/bench_mpi.py ' +

@@ -1,6 +1,7 @@
 """The GPU path, checked end to end on a machine with CUDA and CuPy.
 
-    python scripts/check_gpu.py                       # everything; writes docs/gpu-check.json
+    python scripts/check_gpu.py                       # everything; writes runs/gpu-check.json
+    python scripts/check_gpu.py --json docs/gpu-check.json   # the record in docs/gpu.md
     python scripts/check_gpu.py --data-dir DIR        # train on DIR/ptb/ptb.valid.txt (else random ids)
     python scripts/check_gpu.py --skip bench --quick  # small sizes, no benchmark
 
@@ -22,9 +23,7 @@ without --gpu (and in the tests, on the stand-in CuPy).
 """
 import argparse
 import json
-import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,8 @@ import numpy
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from common.gradcheck import numerical_gradient  # noqa: E402  (after the path is set)
+import support  # noqa: E402  (after the path is set)
+from common.gradcheck import gru_reference, layer_error, model_error  # noqa: E402
 
 SECTIONS = ('gradcheck', 'oracle', 'train', 'script', 'bench')
 BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, lr=10.0, max_grad=0.25)
@@ -61,45 +61,12 @@ class Report:
 
 # ------------------------------------------------------------------ gradcheck
 
-def rel_error(analytic, numeric, rtol=1e-5, atol=1e-7):
-    """max |analytic − numeric| as a fraction of the tolerance atol + rtol ·
-    scale (the test suite's criterion): at most 1 passes."""
-    analytic = numpy.asarray(analytic, dtype=numpy.float64)
-    scale = max(numpy.abs(numeric).max(), numpy.abs(analytic).max(), 1e-12)
-    return float(numpy.abs(analytic - numeric).max() / (atol + rtol * scale))
-
-
-def layer_error(layer, inputs, rng, backend, input_grad=True, before=None):
-    """Largest relative error of backward against finite differences of
-    L = Σ forward(*inputs) ⊙ R, over every parameter (and the first input)."""
-    def forward():
-        if before:
-            before()
-        return layer.forward(*inputs)
-
-    R = backend.asarray(rng.standard_normal(forward().shape))
-
-    def loss():
-        return (forward() * R).sum()
-
-    loss()
-    dx = layer.backward(R)
-    errors = [rel_error(backend.asnumpy(g), numerical_gradient(loss, p)) for g, p in
-              zip([g.copy() for g in layer.grads], layer.params)]
-    if input_grad:
-        errors.append(rel_error(backend.asnumpy(dx), numerical_gradient(loss, inputs[0])))
-    return max(errors)
-
-
-def model_error(model, xs, ts, backend):
+def model_loss(model, xs, ts):
+    """The loss of ``model`` on (xs, ts) from a fresh state, as a function for the gradient check."""
     def loss():
         model.reset_state()
         return model.forward(xs, ts, train_flg=True)
-
-    loss()
-    model.backward()
-    grads = [backend.asnumpy(g).copy() for g in model.grads]
-    return max(rel_error(g, numerical_gradient(loss, p)) for g, p in zip(grads, model.params))
+    return loss
 
 
 def check_gradients(report, backend):
@@ -140,7 +107,7 @@ def check_gradients(report, backend):
         ('TimeSoftmaxWithLoss (ignore -1)', TimeSoftmaxWithLoss(), [dev(N, T, 5), labels], {}),
     ]
     for name, layer, inputs, kw in cases:
-        err = layer_error(layer, inputs, rng, backend, **kw)
+        err = layer_error(layer, inputs, rng, **kw)
         report.add('gradcheck', name, err <= 1, f'worst error {err:.2g} of tolerance', of_tolerance=err)
 
     drop = TimeDropout(0.5)
@@ -153,88 +120,103 @@ def check_gradients(report, backend):
 
     for cell in ('gru', 'lstm'):
         model = Rnnlm(7, 4, 4, num_layers=2, dropout_ratio=0.0, cell=cell, tie_weights=True, dtype='float64')
-        err = model_error(model, ids(7, 2, 3), ids(7, 2, 3), backend)
+        err = model_error(model, model_loss(model, ids(7, 2, 3), ids(7, 2, 3)))
         report.add('gradcheck', f'Rnnlm ({cell}, 2 layers, tied)', err <= 1, f'worst error {err:.2g} of tolerance',
                    of_tolerance=err)
 
 
 # --------------------------------------------------------------------- oracle
 
+class Oracle:
+    """Layers against PyTorch autograd in float64: the same inputs, outputs and gradients compared."""
+
+    def __init__(self, report, backend, torch):
+        self.report, self.backend, self.torch = report, backend, torch
+        self.device = 'cuda' if backend.GPU and torch.cuda.is_available() else 'cpu'
+        self.rng = numpy.random.default_rng(1)
+
+    def dev(self, *shape, scale=1.0):
+        return self.backend.asarray(self.rng.standard_normal(shape) * scale)
+
+    def t(self, a):
+        """A float64 leaf tensor of the array ``a``, on the oracle's device."""
+        return self.torch.tensor(self.backend.asnumpy(a), dtype=self.torch.float64, device=self.device,
+                                 requires_grad=True)
+
+    def compare(self, name, pairs):
+        asnumpy = self.backend.asnumpy
+        err = max(float(numpy.abs(asnumpy(m) - r.detach().cpu().numpy()).max()
+                        / max(numpy.abs(r.detach().cpu().numpy()).max(), 1e-12)) for m, r in pairs)
+        self.report.add('oracle', f'{name} vs torch ({self.device})', err < 1e-10, f'max rel diff {err:.1e}',
+                        rel_diff=err)
+
+    def gru(self, N, T, D, H):
+        """TimeGRU against the GUIDE's equations (common.gradcheck.gru_reference) run by torch."""
+        from common.time_layers import TimeGRU
+        dev, t = self.dev, self.t
+        Wx, Wh, b, xs, h0, dhs = dev(D, 3 * H, scale=.5), dev(H, 3 * H, scale=.5), dev(3 * H), dev(N, T, D), \
+            dev(N, H), dev(N, T, H)
+        gru = TimeGRU(Wx, Wh, b, stateful=True)
+        gru.set_state(h0)
+        hs = gru.forward(xs)
+        dxs = gru.backward(dhs)
+        tWx, tWh, tb, txs, th = t(Wx), t(Wh), t(b), t(xs), t(h0)
+        ths = gru_reference(txs, tWx, tWh, tb, th, xp=self.torch)
+        (ths * t(dhs).detach()).sum().backward()
+        self.compare('TimeGRU', [(hs, ths), (dxs, txs.grad), (gru.dh, th.grad),
+                                 *zip(gru.grads, (tWx.grad, tWh.grad, tb.grad))])
+
+    def lstm(self, N, T, D, H):
+        """TimeLSTM against torch.nn.LSTM, gate blocks i | f | g | o against the book's f | g | i | o."""
+        from common.time_layers import TimeLSTM
+        torch, dev, asnumpy = self.torch, self.dev, self.backend.asnumpy
+        Wx, Wh, b, xs, dhs = dev(D, 4 * H, scale=.5), dev(H, 4 * H, scale=.5), dev(4 * H), dev(N, T, D), \
+            dev(N, T, H)
+        lstm = TimeLSTM(Wx, Wh, b)
+        hs = lstm.forward(xs)
+        dxs = lstm.backward(dhs)
+        order = numpy.r_[2 * H:3 * H, 0:H, H:2 * H, 3 * H:4 * H]
+        ref = torch.nn.LSTM(D, H, batch_first=True).double().to(self.device)
+        with torch.no_grad():
+            ref.weight_ih_l0.copy_(torch.tensor(asnumpy(Wx)[:, order].T))
+            ref.weight_hh_l0.copy_(torch.tensor(asnumpy(Wh)[:, order].T))
+            ref.bias_ih_l0.copy_(torch.tensor(asnumpy(b)[order]))
+            ref.bias_hh_l0.zero_()
+        txs = self.t(xs)
+        ths, _ = ref(txs)
+        (ths * self.t(dhs).detach()).sum().backward()
+        inverse = numpy.argsort(order)
+        self.compare('TimeLSTM', [(hs, ths), (dxs, txs.grad),
+                                  (lstm.grads[0], ref.weight_ih_l0.grad.T[:, inverse]),
+                                  (lstm.grads[1], ref.weight_hh_l0.grad.T[:, inverse]),
+                                  (lstm.grads[2], ref.bias_ih_l0.grad[inverse])])
+
+    def softmax(self, N, T, V):
+        """TimeSoftmaxWithLoss against cross_entropy, with an ignored label."""
+        from common.time_layers import TimeSoftmaxWithLoss
+        torch, backend = self.torch, self.backend
+        xs, ts = self.dev(N, T, V), backend.asarray(self.rng.integers(0, V, (N, T)))
+        ts[1, 2] = -1
+        layer = TimeSoftmaxWithLoss()
+        loss = layer.forward(xs, ts)
+        dxs = layer.backward()
+        txs = self.t(xs)
+        labels = torch.tensor(backend.asnumpy(ts).reshape(-1), device=self.device)
+        tl = torch.nn.functional.cross_entropy(txs.reshape(-1, V), labels, ignore_index=-1)
+        tl.backward()
+        self.compare('TimeSoftmaxWithLoss', [(loss, tl), (dxs, txs.grad)])
+
+
 def check_oracle(report, backend):
-    try:
-        import torch
-    except ImportError:
+    torch = support.torch_available()
+    if torch is None:
         report.add('oracle', 'PyTorch autograd', None, 'PyTorch not installed: skipped')
         return
-    from common.time_layers import TimeGRU, TimeLSTM, TimeSoftmaxWithLoss
-    device = 'cuda' if backend.GPU and torch.cuda.is_available() else 'cpu'
-    rng = numpy.random.default_rng(1)
+    oracle = Oracle(report, backend, torch)
     N, T, D, H, V = 3, 6, 4, 5, 7
-
-    def t(a):
-        return torch.tensor(backend.asnumpy(a), dtype=torch.float64, device=device, requires_grad=True)
-
-    def compare(name, pairs):
-        err = max(float(numpy.abs(backend.asnumpy(m) - r.detach().cpu().numpy()).max()
-                        / max(numpy.abs(r.detach().cpu().numpy()).max(), 1e-12)) for m, r in pairs)
-        report.add('oracle', f'{name} vs torch ({device})', err < 1e-10, f'max rel diff {err:.1e}', rel_diff=err)
-
-    def dev(*shape, scale=1.0):
-        return backend.asarray(rng.standard_normal(shape) * scale)
-
-    # GRU: the GUIDE's equations written in torch
-    Wx, Wh, b, xs, h0, dhs = dev(D, 3 * H, scale=.5), dev(H, 3 * H, scale=.5), dev(3 * H), dev(N, T, D), \
-        dev(N, H), dev(N, T, H)
-    gru = TimeGRU(Wx, Wh, b, stateful=True)
-    gru.set_state(h0)
-    hs = gru.forward(xs)
-    dxs = gru.backward(dhs)
-    tWx, tWh, tb, txs, th = t(Wx), t(Wh), t(b), t(xs), t(h0)
-    h, outs = th, []
-    for s in range(T):
-        a = txs[:, s] @ tWx + tb
-        z = torch.sigmoid(a[:, :H] + h @ tWh[:, :H])
-        r = torch.sigmoid(a[:, H:2 * H] + h @ tWh[:, H:2 * H])
-        hh = torch.tanh(a[:, 2 * H:] + (r * h) @ tWh[:, 2 * H:])
-        h = (1 - z) * h + z * hh
-        outs.append(h)
-    ths = torch.stack(outs, 1)
-    (ths * t(dhs).detach()).sum().backward()
-    compare('TimeGRU', [(hs, ths), (dxs, txs.grad), (gru.dh, th.grad), *zip(gru.grads, (tWx.grad, tWh.grad,
-                                                                                         tb.grad))])
-
-    # LSTM: torch.nn.LSTM, gate blocks i | f | g | o against the book's f | g | i | o
-    Wx, Wh, b, xs, dhs = dev(D, 4 * H, scale=.5), dev(H, 4 * H, scale=.5), dev(4 * H), dev(N, T, D), dev(N, T, H)
-    lstm = TimeLSTM(Wx, Wh, b)
-    hs = lstm.forward(xs)
-    dxs = lstm.backward(dhs)
-    order = numpy.r_[2 * H:3 * H, 0:H, H:2 * H, 3 * H:4 * H]
-    ref = torch.nn.LSTM(D, H, batch_first=True).double().to(device)
-    with torch.no_grad():
-        ref.weight_ih_l0.copy_(torch.tensor(backend.asnumpy(Wx)[:, order].T))
-        ref.weight_hh_l0.copy_(torch.tensor(backend.asnumpy(Wh)[:, order].T))
-        ref.bias_ih_l0.copy_(torch.tensor(backend.asnumpy(b)[order]))
-        ref.bias_hh_l0.zero_()
-    txs = t(xs)
-    ths, _ = ref(txs)
-    (ths * t(dhs).detach()).sum().backward()
-    inverse = numpy.argsort(order)
-    compare('TimeLSTM', [(hs, ths), (dxs, txs.grad),
-                         (lstm.grads[0], ref.weight_ih_l0.grad.T[:, inverse]),
-                         (lstm.grads[1], ref.weight_hh_l0.grad.T[:, inverse]),
-                         (lstm.grads[2], ref.bias_ih_l0.grad[inverse])])
-
-    # softmax cross-entropy with an ignored label
-    xs, ts = dev(N, T, V), backend.asarray(rng.integers(0, V, (N, T)))
-    ts[1, 2] = -1
-    layer = TimeSoftmaxWithLoss()
-    loss = layer.forward(xs, ts)
-    dxs = layer.backward()
-    txs = t(xs)
-    tl = torch.nn.functional.cross_entropy(txs.reshape(-1, V), torch.tensor(backend.asnumpy(ts).reshape(-1),
-                                                                          device=device), ignore_index=-1)
-    tl.backward()
-    compare('TimeSoftmaxWithLoss', [(loss, tl), (dxs, txs.grad)])
+    oracle.gru(N, T, D, H)
+    oracle.lstm(N, T, D, H)
+    oracle.softmax(N, T, V)
 
 
 # ---------------------------------------------------------------------- train
@@ -313,26 +295,21 @@ def numpy_curve(cfg, iters, corpus, dtype):
         path = os.path.join(tmp, 'corpus.npy')
         numpy.save(path, corpus)
         env = {k: v for k, v in os.environ.items() if k != 'DLFS_GPU'}
-        env['PYTHONPATH'] = python_path()
+        env['PYTHONPATH'] = support.python_path()
         r = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker-train', path,
                             '--worker-iters', str(iters), '--worker-dtype', dtype]
                            + (['--quick'] if cfg is QUICK else []),
                            capture_output=True, text=True, env=env, cwd=ROOT)
     if r.returncode != 0:
-        return last_line(r)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        return support.last_line(r)
+    return support.last_json(r.stdout)
 
 
 # --------------------------------------------------------------------- script
 
-def python_path():
-    """PYTHONPATH for the subprocesses: this checkout first, then what was set."""
-    return os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
-
-
 def run_script(args, gpu):
     cmd = [sys.executable, *args] + (['--gpu'] if gpu else [])
-    env = dict(os.environ, PYTHONPATH=python_path(), MPLBACKEND='Agg')
+    env = support.child_env(MPLBACKEND='Agg')
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
 
 
@@ -346,17 +323,17 @@ def check_script(report, backend, data_dir, quick):
                   '--test-file', files[2], '--wordvec-size', size, '--hidden-size', size, '--batch-size', '8',
                   '--time-size', '10', '--lr', '10', '--eval-interval', '0', '--seed', '1', '--out-dir', out]
         r = run_script(common + ['--max-epoch', '2'], backend.GPU)
-        log = read_log(out)
+        log = support.read_log(out)
         epochs = [e for e in log if e.get('event') == 'epoch']
         report.add('script', 'train_better_rnnlm.py, 2 epochs', r.returncode == 0 and len(epochs) == 2,
-                   last_line(r) if r.returncode else f"valid ppl {[round(e['valid_ppl'], 1) for e in epochs]}")
+                   support.last_line(r) if r.returncode else f"valid ppl {[round(e['valid_ppl'], 1) for e in epochs]}")
         if r.returncode:
             return
         r = run_script(common + ['--max-epoch', '3', '--resume', os.path.join(out, 'checkpoint.npz')], backend.GPU)
-        epochs = [e for e in read_log(out) if e.get('event') == 'epoch']
+        epochs = [e for e in support.read_log(out) if e.get('event') == 'epoch']
         ok = r.returncode == 0 and [e['epoch'] for e in epochs][-1:] == [3]
         report.add('script', '--resume for a third epoch', ok,
-                   last_line(r) if r.returncode else f"epochs logged {[e['epoch'] for e in epochs]}")
+                   support.last_line(r) if r.returncode else f"epochs logged {[e['epoch'] for e in epochs]}")
 
         path = os.path.join(out, 'BetterRnnlm.npz')
         model, _ = load_model(path)
@@ -371,20 +348,19 @@ def check_script(report, backend, data_dir, quick):
                        backend.GPU)
         text = r.stdout.strip()
         report.add('script', 'generate_text.py', r.returncode == 0 and len(text.split()) >= 10,
-                   last_line(r) if r.returncode else repr(text[:60]))
+                   support.last_line(r) if r.returncode else repr(text[:60]))
 
 
 def small_corpus(tmp, data_dir, n):
-    """train / valid / test files of n, n/5 and n/5 lines: PTB test lines when available."""
-    src = os.path.join(data_dir or '', 'ptb', 'ptb.test.txt')
-    if data_dir and os.path.exists(src):
-        lines = open(src).read().splitlines()
-        parts = lines[:n], lines[n:n + n // 5], lines[n + n // 5:n + 2 * (n // 5)]
-    else:
-        rng = numpy.random.default_rng(0)
-        words = [f'w{i}' for i in range(50)]
-        lines = [' '.join(rng.choice(words, 12)) for _ in range(n + 2 * (n // 5))]
-        parts = lines[:n], lines[n:n + n // 5], lines[n + n // 5:]
+    """train / valid / test files of n, n/5 and n/5 lines: PTB test lines when available
+    (dataset.derived.ptb_lines), else random words."""
+    if data_dir and os.path.exists(os.path.join(data_dir, 'ptb', 'ptb.test.txt')):
+        from dataset.derived import ptb_lines
+        return list(ptb_lines(n, data_dir, tmp))
+    rng = numpy.random.default_rng(0)
+    words = [f'w{i}' for i in range(50)]
+    lines = [' '.join(rng.choice(words, 12)) for _ in range(n + 2 * (n // 5))]
+    parts = lines[:n], lines[n:n + n // 5], lines[n + n // 5:]
     paths = []
     for name, part in zip(('train', 'valid', 'test'), parts):
         paths.append(os.path.join(tmp, f'{name}.txt'))
@@ -393,28 +369,16 @@ def small_corpus(tmp, data_dir, n):
     return paths
 
 
-def read_log(out):
-    path = os.path.join(out, 'log.jsonl')
-    if not os.path.exists(path):
-        return []
-    return [json.loads(line) for line in open(path) if line.strip()]
-
-
-def last_line(r):
-    lines = (r.stderr or r.stdout).strip().splitlines()
-    return lines[-1] if lines else f'exit {r.returncode}'
-
-
 # ---------------------------------------------------------------------- bench
 
 def check_bench(report, backend, json_path, quick):
-    out = os.path.splitext(json_path)[0] + '-bench.json'
+    out = os.path.splitext(os.path.abspath(json_path))[0] + '-bench.json'
     args = ['scripts/bench.py', '--json', out] + (['--tiny', '--blocks', '2'] if quick else
                                                   ['--iters', '10', '--blocks', '5'])
     r = run_script(args, backend.GPU)
     print(r.stdout, end='')
     if r.returncode != 0:
-        report.add('bench', 'scripts/bench.py', False, last_line(r))
+        report.add('bench', 'scripts/bench.py', False, support.last_line(r))
         return
     with open(out) as f:
         result = json.load(f)
@@ -431,25 +395,24 @@ def check_bench(report, backend, json_path, quick):
 # ----------------------------------------------------------------------- main
 
 def environment(backend):
-    info = {'machine': f'{platform.machine()}, {os.cpu_count()} cores', 'python': platform.python_version(),
-            'numpy': numpy.__version__, 'backend': backend.np.__name__}
+    info = support.machine(torch=True)
+    env = {'machine': support.describe(info), 'python': info['python'], 'numpy': info['numpy'],
+           'backend': backend.np.__name__}
     if backend.GPU:
         cp = backend.np
-        info['cupy'] = cp.__version__
+        env['cupy'] = cp.__version__
         try:
             props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-            info['device'] = props['name'].decode() if isinstance(props['name'], bytes) else str(props['name'])
-            info['cuda_runtime'] = cp.cuda.runtime.runtimeGetVersion()
-            info['driver'] = cp.cuda.runtime.driverGetVersion()
+            env['device'] = props['name'].decode() if isinstance(props['name'], bytes) else str(props['name'])
+            env['cuda_runtime'] = cp.cuda.runtime.runtimeGetVersion()
+            env['driver'] = cp.cuda.runtime.driverGetVersion()
         except Exception as exc:  # the stand-in CuPy has no device properties
-            info['device'] = f'unknown ({type(exc).__name__})'
-    try:
+            env['device'] = f'unknown ({type(exc).__name__})'
+    env['torch'] = info['torch']
+    if info['torch'] is not None:
         import torch
-        info['torch'] = torch.__version__
-        info['torch_cuda'] = torch.cuda.is_available()
-    except ImportError:
-        info['torch'] = None
-    return info
+        env['torch_cuda'] = torch.cuda.is_available()
+    return env
 
 
 def main(argv=None):
@@ -457,7 +420,8 @@ def main(argv=None):
     p.add_argument('--cpu', action='store_true', help='check the NumPy backend instead of CuPy')
     p.add_argument('--data-dir', default=os.environ.get('DLFS_DATA_DIR'),
                    help='folder with ptb/ptb.valid.txt and ptb/ptb.test.txt (default $DLFS_DATA_DIR)')
-    p.add_argument('--json', default=os.path.join(ROOT, 'docs', 'gpu-check.json'), help='write the results here')
+    p.add_argument('--json', default=os.path.join(ROOT, 'runs', 'gpu-check.json'),
+                   help='write the results here (the record in docs/: --json docs/gpu-check.json)')
     p.add_argument('--skip', default='', help=f"comma-separated sections to skip, of {', '.join(SECTIONS)}")
     p.add_argument('--quick', action='store_true', help='small sizes: a smoke test of this script')
     p.add_argument('--iters', type=int, default=30, help='training iterations compared with NumPy')

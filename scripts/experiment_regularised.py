@@ -7,7 +7,8 @@
     python scripts/experiment_regularised.py --corpus wikitext-2 --seconds 600 --book-seconds 600 \
         --only book,regularised
 
-Corpora, built from real files in --data-dir (default $DLFS_DATA_DIR, then ../shared/data):
+Corpora, built by dataset/derived.py from real files in --data-dir (default $DLFS_DATA_DIR, then
+../shared/data):
 
 * ``ptb-mini``: train on ptb.test.txt, validate on the first half of the lines
   of ptb.valid.txt, test on the second half (words unseen in training: <unk>);
@@ -39,14 +40,17 @@ against training seconds and against epochs).
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import support
+from common.run.cli import run
+from dataset.derived import CORPORA, corpus_files
+
+ROOT = support.ROOT
 SCRIPT = os.path.join(ROOT, 'scripts', 'train_better_rnnlm.py')
 
 SIZE = ['--wordvec-size', '200', '--hidden-size', '200', '--max-grad', '0.25', '--seed', '1', '--eval-interval', '0']
@@ -62,25 +66,6 @@ PIECES = {
     'variable-bptt': ['--no-variable-bptt'],
     'weight-decay': ['--weight-decay', '0'],
 }
-
-
-def corpus_files(name, data_dir, out):
-    """(train, valid, test) paths of the corpus, written into ``out``."""
-    os.makedirs(out, exist_ok=True)
-    if name == 'ptb-mini':
-        train, split = os.path.join(data_dir, 'ptb', 'ptb.test.txt'), os.path.join(data_dir, 'ptb', 'ptb.valid.txt')
-    else:
-        train, split = (os.path.join(data_dir, 'wikitext-2', f) for f in ('valid.txt', 'test.txt'))
-    with open(split, encoding='utf-8') as f:
-        lines = f.readlines()
-    half = len(lines) // 2
-    paths = []
-    for part, chunk in (('valid', lines[:half]), ('test', lines[half:])):
-        path = os.path.join(out, f'{name}.{part}.txt')
-        with open(path, 'w', encoding='utf-8') as f:
-            f.writelines(chunk)
-        paths.append(path)
-    return (train, *paths)
 
 
 def sized(flags, hidden):
@@ -113,28 +98,19 @@ def variants(seconds, ablation_epochs, book_seconds=None, ablation_hidden=200, s
     return v
 
 
-def loadavg():
-    try:
-        with open('/proc/loadavg') as f:
-            return [float(x) for x in f.read().split()[:3]]
-    except OSError:
-        return None
-
-
 def run_variant(name, flags, files, out, threads=1):
     run_dir = os.path.join(out, name)
     cmd = [sys.executable, SCRIPT, '--train-file', files[0], '--valid-file', files[1], '--test-file', files[2],
            '--out-dir', run_dir, *flags]
     n = str(threads)
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n, OMP_NUM_THREADS=n,
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env = support.child_env(OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n, OMP_NUM_THREADS=n)
     print(f'[{name}] {shlex.join(cmd)}', flush=True)
-    load_before, t0 = loadavg(), time.time()
+    load_before, t0 = support.loadavg(), time.time()
     with open(os.path.join(out, f'{name}.out'), 'w') as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
     result = collect(name, out)
     result.update(command=shlex.join(cmd[1:]), returncode=rc, wall_s=time.time() - t0, load_before=load_before,
-                  load_after=loadavg())
+                  load_after=support.loadavg())
     result['threads'] = threads
     with open(os.path.join(run_dir, 'run.json'), 'w') as f:
         json.dump({k: result[k] for k in ('command', 'returncode', 'wall_s', 'load_before', 'load_after',
@@ -147,11 +123,7 @@ def run_variant(name, flags, files, out, threads=1):
 def collect(name, out):
     """What the run ``name`` wrote: its log, and how it was run (run.json)."""
     run_dir = os.path.join(out, name)
-    records = []
-    path = os.path.join(run_dir, 'log.jsonl')
-    if os.path.exists(path):
-        with open(path) as f:
-            records = [json.loads(line) for line in f]
+    records = support.read_log(run_dir)
     epochs = [r for r in records if r['event'] == 'epoch']
     end = next((r for r in records if r['event'] == 'end'), {})
     start = next((r for r in records if r['event'] == 'asgd_start'), None)
@@ -193,18 +165,10 @@ def plot(results, path, title):
     plt.close(fig)
 
 
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor()
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--corpus', choices=['ptb-mini', 'wikitext-2'], default='ptb-mini')
+    p.add_argument('--corpus', choices=list(CORPORA), default='ptb-mini')
     p.add_argument('--data-dir', default=os.environ.get('DLFS_DATA_DIR', os.path.abspath(os.path.join(ROOT, '..', 'shared', 'data'))))
     p.add_argument('--seconds', type=float, default=1200, help='training budget of the regularised recipe')
     p.add_argument('--book-seconds', type=float, help='also stop the book recipe after this much training '
@@ -234,6 +198,7 @@ def main(argv=None):
     out = os.path.join(args.out, args.corpus)
     files = corpus_files(args.corpus, args.data_dir, os.path.join(out, 'data'))
     results_path = os.path.join(out, 'results.json')
+    info = support.machine()
     if not args.report:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda kv: run_variant(kv[0], kv[1][0], files, out, args.threads), todo.items()))
@@ -242,10 +207,9 @@ def main(argv=None):
     results = {name: dict(collect(name, out), budget=everything[name][1]) for name in everything
                if os.path.exists(os.path.join(out, name, 'run.json'))}
     with open(results_path, 'w') as f:
-        json.dump({'corpus': args.corpus, 'cpu': cpu_name(), 'cores': os.cpu_count(), 'jobs': args.jobs,
-                   'threads': args.threads,
-                   'runs': results}, f, indent=1)
-    plot(results, os.path.join(out, 'curves.png'), f'{args.corpus}: valid perplexity ({cpu_name()}, '
+        json.dump({'corpus': args.corpus, 'cpu': info['cpu'], 'cores': info['cores'], 'blas': info['blas'],
+                   'jobs': args.jobs, 'threads': args.threads, 'runs': results}, f, indent=1)
+    plot(results, os.path.join(out, 'curves.png'), f'{args.corpus}: valid perplexity ({info["cpu"]}, '
                                                    f'{args.jobs} runs side by side, {args.threads} thread(s) each)')
     print(f'{"variant":20s} {"budget":>10s} {"epochs":>6s} {"train s":>8s} {"valid":>8s} {"test":>8s}')
     for name, r in results.items():
@@ -255,4 +219,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run(main))

@@ -119,8 +119,8 @@ def load_corpora(args):
     """(train, valid, test, word_to_id, description) as host id arrays."""
     from dataset import ptb
     if args.train_file:
-        valid_file = args.valid_file or _ptb_path('valid', args.data_dir)
-        test_file = args.test_file or _ptb_path('test', args.data_dir)
+        valid_file = args.valid_file or ptb.path('valid', args.data_dir)
+        test_file = args.test_file or ptb.path('test', args.data_dir)
         (train, valid, test), word_to_id, _ = ptb.load_files(args.train_file, valid_file, test_file)
         source = f'{args.train_file} / {valid_file} / {test_file}'
     else:
@@ -136,13 +136,6 @@ def load_corpora(args):
     if args.max_eval_tokens:
         valid, test = valid[:args.max_eval_tokens], test[:args.max_eval_tokens]
     return train, valid, test, word_to_id, source
-
-
-def _ptb_path(split, data_dir):
-    from dataset import ptb
-    from dataset.download import fetch
-    name = ptb.FILES[split]
-    return fetch(name, 'ptb', ptb.MIRRORS, ptb.MD5[name], data_dir)
 
 
 def main(argv=None):

@@ -16,7 +16,8 @@ per character and perplexity every --eval-interval iterations (train), every
 (with --valid-interval) and the best parameters with their vocabulary
 (<out-dir>/CharRnnlm.npz), which scripts/generate_text.py samples from, and
 a checkpoint (<out-dir>/checkpoint.npz) at every epoch end and on Ctrl-C, from
-which --resume continues (see README, Reliability).
+which --resume continues (see README, Reliability); after Ctrl-C the run exits
+with status 130.
 """
 import argparse
 import functools
@@ -149,7 +150,7 @@ def main(argv=None):
         generator = TextGenerator(model, CharCodec(vocab))
         text = generator.sample(length=args.sample, temperature=args.sample_temperature, seed=args.seed)
         print(f'-- sample ({args.sample} tokens, temperature {args.sample_temperature:g}):\n{text}')
-    return 0
+    return 130 if result['interrupted'] else 0
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@ small slices of the real corpora, on NumPy and through the stand-in CuPy."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -95,6 +96,36 @@ def test_time_budget_stops_inside_the_first_epoch(shared_data, tmp_path):
     epoch, end = [e for e in events(tmp_path) if e['event'] in ('epoch', 'end')]
     assert epoch['partial'] and epoch['iters'] < 300000 // (8 * 25)
     assert end['test_ppl'] is None and end['train_seconds'] == epoch['train_seconds']
+
+
+def test_ctrl_c_exits_130_with_a_checkpoint_that_resumes(shared_data, tmp_path):
+    """As tests/test_resume.py for the word script: Ctrl-C inside an epoch
+    saves the checkpoint and exits with status 130; --resume finishes the run."""
+    argv = ['--data-dir', shared_data, *SMALL, '--max-chars', '100000', '--max-epoch', '2', '--eval-interval', '20',
+            '--sample', '0', '--out-dir', str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != 'DLFS_GPU'}
+    proc = subprocess.Popen([sys.executable, TRAIN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith('| epoch 1 | iter 41 /'):
+            break
+    else:
+        raise AssertionError('the run ended before the awaited line:\n' + ''.join(seen) + proc.stderr.read())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'Traceback' not in err
+    ck = str(tmp_path / 'checkpoint.npz')
+    stop = next(line for line in out.splitlines() if line.startswith('-- stopped by Ctrl-C after iteration '))
+    assert stop.endswith(f' of epoch 1: checkpoint in {ck}, continue with --resume {ck}')
+    iteration = int(stop.split()[6])
+
+    r = run_script(TRAIN, '--resume', ck, env={'DLFS_GPU': ''})
+    assert r.returncode == 0, r.stderr
+    assert f'resumed from {ck}: 0 epochs done, {iteration} iterations into epoch 1' in r.stdout
+    assert [e['epoch'] for e in events(tmp_path) if e['event'] == 'epoch'][-2:] == [1, 2]
 
 
 def test_char_scripts_on_the_gpu_path(shared_data, tmp_path):

@@ -1,4 +1,4 @@
-"""scripts/experiment_regularised.py: the corpora it builds and the variants it runs (no training here)."""
+"""scripts/experiment_regularised.py: the variants it runs (no training here; its corpora: test_derived.py)."""
 import os
 import sys
 
@@ -7,16 +7,6 @@ sys.path.insert(0, os.path.join(ROOT, 'scripts'))
 
 import experiment_regularised as experiment  # noqa: E402
 import train_better_rnnlm as script  # noqa: E402
-
-
-def test_ptb_mini_is_ptb_test_for_training_and_the_halves_of_ptb_valid(shared_data, tmp_path):
-    train, valid, test = experiment.corpus_files('ptb-mini', shared_data, str(tmp_path))
-    assert train == os.path.join(shared_data, 'ptb', 'ptb.test.txt')
-    with open(os.path.join(shared_data, 'ptb', 'ptb.valid.txt')) as f:
-        lines = f.readlines()
-    with open(valid) as f, open(test) as g:
-        first, second = f.readlines(), g.readlines()
-    assert first + second == lines and len(first) == len(lines) // 2
 
 
 def test_each_ablation_takes_out_exactly_its_piece():

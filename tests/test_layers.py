@@ -7,7 +7,7 @@ from common.layers import (Affine, Dropout, Embedding, MatMul, Sigmoid, SigmoidW
                            SoftmaxWithLoss)
 from common.time_layers import (TimeAffine, TimeDropout, TimeEmbedding, TimeGRU, TimeLSTM, TimeRNN,
                                 TimeSoftmaxWithLoss)
-from gradcheck import assert_close, check_layer, numerical_gradient
+from common.gradcheck import assert_close, check_layer, numerical_gradient
 
 
 def randn(rng, *shape, scale=1.0):

@@ -7,8 +7,7 @@ from common.errors import CheckpointError, ConfigError
 from common.time_layers import TimeGRU, TimeLSTM
 from ch_gru.better_rnnlm import BetterRnnlm
 from ch_gru.rnnlm import Rnnlm, load_model
-from gradcheck import check_model
-from reference import gru_reference, lstm_reference
+from common.gradcheck import check_model, gru_reference, lstm_reference
 from common.run.fileio import load_npz
 
 

@@ -76,6 +76,21 @@ def test_corrupt_cache_is_rebuilt(fake_ptb, tmp_path):
     assert len(corpus) == 4
 
 
+def test_path_of_a_split_is_found_or_downloaded_and_checked(fake_ptb, tmp_path, monkeypatch):
+    got = ptb.path('val')                                  # downloaded into the cache
+    assert got == str(tmp_path / 'cache' / 'ptb' / 'ptb.valid.txt')
+    assert open(got).read() == VALID
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'ptb.test.txt').write_text(TEST)
+    assert ptb.path('test', str(mine)) == str(mine / 'ptb.test.txt')
+    (mine / 'ptb.test.txt').write_text(' tampered \n')
+    with pytest.raises(DataError, match=r'ptb\.test\.txt has MD5 .* expected'):
+        ptb.path('test', str(mine))
+    with pytest.raises(DataError, match="unknown PTB split 'dev'"):
+        ptb.path('dev')
+
+
 def test_explicit_data_dir_wins_and_is_checked(fake_ptb, tmp_path, monkeypatch):
     mine = tmp_path / 'mine' / 'ptb'
     mine.mkdir(parents=True)

@@ -8,7 +8,7 @@ from ch_gru.rnnlm import Rnnlm
 from common import backend
 from common.regularisation import ActivationRegularisation, EmbeddingDropout, LockedDropout, WeightDrop
 from common.time_layers import TimeEmbedding, TimeGRU, TimeLSTM, TimeRNN
-from gradcheck import assert_close, check_layer, check_model, numerical_gradient
+from common.gradcheck import assert_close, check_layer, check_model, numerical_gradient
 
 CELLS = [(TimeGRU, 3), (TimeLSTM, 4), (TimeRNN, 1)]
 
