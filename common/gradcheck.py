@@ -142,7 +142,9 @@ def sigmoid(x, xp=numpy):
 
 
 def gru_reference(xs, Wx, Wh, b, h0=None, xp=numpy):
-    """The GRU of GUIDE section 1, one step at a time, one gate at a time:
+    """The GRU of :class:`common.time_layers.TimeGRU` (the book's form: z = σ(x Wxz + h Whz + bz),
+    r = σ(x Wxr + h Whr + br), h̃ = tanh(x Wxh + (r ⊙ h) Whh + bh), h' = (1 − z) ⊙ h + z ⊙ h̃),
+    written out one step at a time, one gate at a time:
     the hidden states (N, T, H) for inputs (N, T, D) and gate blocks z | r | h."""
     N, T, D = xs.shape
     H = Wh.shape[0]

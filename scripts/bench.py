@@ -31,6 +31,7 @@ import sys
 import time
 
 import support
+from common.run.cli import ArgumentParser
 
 BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, dropout=0.5, lr=10.0, max_grad=0.25,
             eval_batch=10)
@@ -186,7 +187,7 @@ def measure_memory(which, iters, gpu):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--gpu', action='store_true', help='run ours on CuPy and PyTorch on CUDA')
     p.add_argument('--only', default='train,eval,char,memory',
                    help='comma-separated subset of train, eval, char, memory')

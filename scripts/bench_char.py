@@ -29,7 +29,7 @@ import time
 import numpy
 
 import support
-from common.run.cli import HelpFormatter, nonnegative_int, positive_float, positive_int, ratio, run, select_backend
+from common.run.cli import ArgumentParser, HelpFormatter, nonnegative_int, positive_float, positive_int, ratio, run, select_backend
 from common.run.settings import add_training_flags
 
 TARGET = 1.60
@@ -49,7 +49,7 @@ UNUSED = ('max_epoch', 'max_seconds', 'grad_norm_interval', 'asgd_nonmono', 'asg
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter)
     p.add_argument('--seconds', type=positive_float, default=100.0, help='training time budget of each side')
     p.add_argument('--data-dir', help='directory holding Tiny Shakespeare input.txt (default: $DLFS_DATA_DIR, '
                    'then the download cache)')
@@ -58,7 +58,7 @@ def build_parser():
     p.add_argument('--layers', type=positive_int, default=1)
     p.add_argument('--dropout', type=ratio, default=0.0)
     p.add_argument('--tie', action='store_true', help='tie the output weight to the embedding')
-    train = add_training_flags(p, DEFAULTS, HELP)
+    train = add_training_flags(p, DEFAULTS, HELP, hidden=UNUSED)
     train.add_argument('--threads', type=positive_int, default=2, help='torch.set_num_threads for PyTorch')
     p.add_argument('--skip-torch', action='store_true', help='run only the dlfs-gru side')
     p.add_argument('--sample', type=nonnegative_int, default=600,
@@ -68,9 +68,6 @@ def build_parser():
     p.add_argument('--run-dir', dest='out_dir', default=argparse.SUPPRESS,
                    help='log.jsonl, plots and the model file of the dlfs-gru run (the same as --out-dir)')
     p.set_defaults(valid_interval=100, seed=0)
-    for action in p._actions:
-        if action.dest in UNUSED:
-            action.help = argparse.SUPPRESS
     return p
 
 

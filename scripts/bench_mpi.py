@@ -10,7 +10,8 @@ RnnlmTrainer with the data-parallel parts, one warm-up epoch and one timed
 epoch of ``--iters`` iterations each. The 2-process run also times its
 gradient step (pack, all-reduce, unpack; it includes waiting for the slower
 rank) and, after a barrier, the all-reduce of the flat buffer alone.
-OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both (GUIDE section 3).
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both: a user's machine does not set them, and
+they hold OpenBLAS to a slower kernel.
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ import sys
 import time
 
 import support
+from common.run.cli import ArgumentParser
 
 sys.path.insert(0, support.ROOT)
 
@@ -84,7 +86,7 @@ def run(cmd, threads):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--iters', type=int, default=8, help='timed iterations per run')
     p.add_argument('--json', help='write the figures here')
     p.add_argument('--tiny', action='store_true', help='a toy model (checks the script runs; no figures)')

@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 
 import support  # noqa: E402  (after the path is set)
 from common.gradcheck import gru_reference, layer_error, model_error  # noqa: E402
+from common.run.cli import ArgumentParser  # noqa: E402  (one-line errors)
 
 SECTIONS = ('gradcheck', 'oracle', 'train', 'script', 'bench')
 BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, lr=10.0, max_grad=0.25)
@@ -151,7 +152,7 @@ class Oracle:
                         rel_diff=err)
 
     def gru(self, N, T, D, H):
-        """TimeGRU against the GUIDE's equations (common.gradcheck.gru_reference) run by torch."""
+        """TimeGRU against the book's GRU equations (common.gradcheck.gru_reference) run by torch."""
         from common.time_layers import TimeGRU
         dev, t = self.dev, self.t
         Wx, Wh, b, xs, h0, dhs = dev(D, 3 * H, scale=.5), dev(H, 3 * H, scale=.5), dev(3 * H), dev(N, T, D), \
@@ -416,7 +417,7 @@ def environment(backend):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--cpu', action='store_true', help='check the NumPy backend instead of CuPy')
     p.add_argument('--data-dir', default=os.environ.get('DLFS_DATA_DIR'),
                    help='folder with ptb/ptb.valid.txt and ptb/ptb.test.txt (default $DLFS_DATA_DIR)')

@@ -47,7 +47,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import support
-from common.run.cli import run
+from common.run.cli import ArgumentParser, run
 from dataset.derived import CORPORA, corpus_files
 
 ROOT = support.ROOT
@@ -166,7 +166,7 @@ def plot(results, path, title):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+    p = ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--corpus', choices=list(CORPORA), default='ptb-mini')
     p.add_argument('--data-dir', default=os.environ.get('DLFS_DATA_DIR', os.path.abspath(os.path.join(ROOT, '..', 'shared', 'data'))))

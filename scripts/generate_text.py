@@ -13,7 +13,7 @@ each, others are separated by a line '----'.
 import argparse
 import sys
 
-from common.run.cli import HelpFormatter, nonnegative_int, positive_int, run, select_backend
+from common.run.cli import ArgumentParser, HelpFormatter, nonnegative_int, positive_int, run, select_backend
 
 
 def temperature(text):
@@ -27,7 +27,7 @@ def temperature(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter)
     p.add_argument('model', help='model file (.npz) written by a training script')
     p.add_argument('--prime', default='',
                    help='text to start from (words for word models); default: a line start')

@@ -17,7 +17,7 @@ def T(a, grad=True):
 
 
 def torch_gru(xs, Wx, Wh, b, h):
-    """The GUIDE's GRU equations in torch (z | r | h̃ blocks)."""
+    """The book's GRU equations in torch (z | r | h̃ blocks)."""
     H = Wh.shape[0]
     out = []
     for t in range(xs.shape[1]):

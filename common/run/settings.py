@@ -15,7 +15,7 @@ parses its flags before it chooses the backend.
 import math
 import numbers
 import os
-from argparse import BooleanOptionalAction
+from argparse import SUPPRESS, BooleanOptionalAction
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -154,10 +154,11 @@ def settings_defaults():
     return {f.name: f.default for f in fields(TrainSettings)}
 
 
-def add_flags(parser, groups, defaults=None, helps=None):
+def add_flags(parser, groups, defaults=None, helps=None, hidden=()):
     """Declare the flags of :data:`FLAGS` in ``groups`` (keys of :data:`GROUPS`),
-    with the script's ``defaults`` and ``helps`` where it gives them; returns
-    the argument groups by key."""
+    with the script's ``defaults`` and ``helps`` where it gives them, and the
+    flags named in ``hidden`` (dests) left out of --help; returns the
+    argument groups by key."""
     d, settings = defaults or {}, settings_defaults()
     h = {**TRAINING_HELP, **(helps or {})}
     h['save'] = h['save'].format(model_file=d.get('model_file', 'model.npz'))
@@ -174,19 +175,20 @@ def add_flags(parser, groups, defaults=None, helps=None):
             kw['default'] = d[dest]
         elif dest in settings:
             kw['default'] = settings[dest]
-        made[key].add_argument(flag, help=h[dest], **kw)
+        made[key].add_argument(flag, help=SUPPRESS if dest in hidden else h[dest], **kw)
     return made
 
 
-def add_training_flags(parser, defaults, helps=None):
+def add_training_flags(parser, defaults, helps=None, hidden=()):
     """Declare the flags every training script shares (:data:`FLAGS`), with
     this script's ``defaults`` (flag name without dashes -> value; ``lr`` and
     ``model_file``, the name of the saved parameters, are required, every
     other flag named after a :class:`TrainSettings` field defaults to that
     field: e.g. lr_decay, max_grad, batch_size, out_dir, asgd_nonmono,
     variable_bptt) and ``helps`` (the same keys -> help text) where a script
-    says more. Returns the 'training' group, for a script's own training flags."""
-    return add_flags(parser, ('training', 'output', 'checkpoint'), defaults, helps)['training']
+    says more; ``hidden``: flags to leave out of --help (a script that has no
+    use for them). Returns the 'training' group, for a script's own training flags."""
+    return add_flags(parser, ('training', 'output', 'checkpoint'), defaults, helps, hidden)['training']
 
 
 def add_checkpoint_flags(parser, defaults=None, helps=None):

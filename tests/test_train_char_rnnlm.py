@@ -1,26 +1,23 @@
-"""scripts/train_char_rnnlm.py and scripts/generate_text.py end to end on
-small slices of the real corpora, on NumPy and through the stand-in CuPy."""
+"""scripts/train_char_rnnlm.py end to end on small slices of the real corpora, on NumPy and through the
+stand-in CuPy, with scripts/generate_text.py sampling from the models it trains."""
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from helpers.processes import run_python
+from helpers import script
+from helpers.processes import run_python, start_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, 'scripts', 'train_char_rnnlm.py')
-GENERATE = os.path.join(ROOT, 'scripts', 'generate_text.py')
+TRAIN = script('train_char_rnnlm.py')
+GENERATE = script('generate_text.py')
 SMALL = ['--max-chars', '12000', '--embed-size', '16', '--hidden-size', '32', '--batch-size', '8',
          '--time-size', '25', '--eval-batch-size', '8', '--seed', '1', '--sample', '80']
 
 
 def run_script(script, *args, env=None):
-    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300, env=dict(os.environ, **(env or {})))
+    return run_python(script, env, *args)
 
 
 def events(out_dir):
@@ -99,13 +96,11 @@ def test_time_budget_stops_inside_the_first_epoch(shared_data, tmp_path):
 
 
 def test_ctrl_c_exits_130_with_a_checkpoint_that_resumes(shared_data, tmp_path):
-    """As tests/test_resume.py for the word script: Ctrl-C inside an epoch
+    """As test_train_better_rnnlm.py does for the word script: Ctrl-C inside an epoch
     saves the checkpoint and exits with status 130; --resume finishes the run."""
     argv = ['--data-dir', shared_data, *SMALL, '--max-chars', '100000', '--max-epoch', '2', '--eval-interval', '20',
             '--sample', '0', '--out-dir', str(tmp_path)]
-    env = {k: v for k, v in os.environ.items() if k != 'DLFS_GPU'}
-    proc = subprocess.Popen([sys.executable, TRAIN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env)
+    proc = start_python(TRAIN, {}, *argv)
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -122,7 +117,7 @@ def test_ctrl_c_exits_130_with_a_checkpoint_that_resumes(shared_data, tmp_path):
     assert stop.endswith(f' of epoch 1: checkpoint in {ck}, continue with --resume {ck}')
     iteration = int(stop.split()[6])
 
-    r = run_script(TRAIN, '--resume', ck, env={'DLFS_GPU': ''})
+    r = run_script(TRAIN, '--resume', ck)
     assert r.returncode == 0, r.stderr
     assert f'resumed from {ck}: 0 epochs done, {iteration} iterations into epoch 1' in r.stdout
     assert [e['epoch'] for e in events(tmp_path) if e['event'] == 'epoch'][-2:] == [1, 2]
@@ -175,49 +170,6 @@ def test_user_mistakes_give_one_line(tmp_path, args, message):
     r = run_script(TRAIN, *args, '--out-dir', str(tmp_path))
     assert r.returncode == 2
     assert message in r.stderr and 'Traceback' not in r.stderr
-
-
-def test_benchmark_runs_and_skips_pytorch_when_missing(shared_data, tmp_path):
-    """scripts/bench_char.py end to end on a tiny budget (its figures are not
-    checked here: speed is measured by running it, never in a test)."""
-    (tmp_path / 'torch.py').write_text("raise ImportError('No module named torch')\n")
-    env = {'PYTHONPATH': str(tmp_path) + os.pathsep + os.environ.get('PYTHONPATH', '')}
-    out = tmp_path / 'bench'
-    r = run_script(os.path.join(ROOT, 'scripts', 'bench_char.py'), '--data-dir', shared_data, '--seconds', '1',
-                   '--hidden-size', '32', '--embed-size', '16', '--valid-interval', '5', '--sample', '50',
-                   '--out', str(out), '--run-dir', str(tmp_path / 'run'), env=env)
-    assert r.returncode == 0, r.stderr
-    assert '== PyTorch skipped: PyTorch is not installed' in r.stdout
-    assert 'target: valid loss <= 1.60 nats/char after <= 1 s of training: NOT met' in r.stdout
-    report = json.loads((tmp_path / 'bench.json').read_text())
-    assert list(report['results']) == ['dlfs-gru'] and report['torch'] == 'skipped: PyTorch is not installed'
-    ours = report['results']['dlfs-gru']
-    # The budget is judged from the previous iteration's duration, so on a busy
-    # machine the last iteration may overrun it a little (the exact rule is
-    # tested with a fake clock in test_training_budget.py).
-    assert ours['train_seconds'] < 3.0 or ours['iters'] == 1
-    assert ours['curve'][-1]['iter'] == ours['iters'] and len(ours['sample']) == 50
-    assert (tmp_path / 'bench.png').read_bytes()[:4] == b'\x89PNG'
-
-
-def test_generation_from_a_word_model_file(tmp_path):
-    """A file as scripts/train_better_rnnlm.py writes it (BetterRnnlm with its vocabulary)."""
-    import numpy as np
-    from ch_gru.better_rnnlm import BetterRnnlm
-    words = ['<unk>', 'the', 'market', 'fell', 'and', 'rose', '<eos>']
-    np.random.seed(0)
-    model = BetterRnnlm(vocab_size=len(words), wordvec_size=8, hidden_size=8)
-    for p in model.params:
-        p *= 20                                      # a peaky model: <unk> and <eos> come up often
-    path = model.save_params(str(tmp_path / 'BetterRnnlm.npz'), vocab=words)
-    g = run_script(GENERATE, path, '--prime', 'the market', '--length', '40', '--skip', '<unk>', '--seed', '1')
-    assert g.returncode == 0, g.stderr
-    assert g.stdout.startswith('the market') and '<unk>' not in g.stdout and '<eos>' not in g.stdout
-    stop = run_script(GENERATE, path, '--prime', 'the', '--length', '200', '--stop-at-end', '--samples', '3')
-    assert stop.returncode == 0, stop.stderr
-    assert len(stop.stdout.splitlines()) == 3
-    bad = run_script(GENERATE, path, '--prime', 'the dog')
-    assert bad.returncode == 2 and "not in the model's vocabulary ('dog')" in bad.stderr
 
 
 def test_a_small_file_of_sentences_at_default_sizes(shared_data, tmp_path):
