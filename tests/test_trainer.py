@@ -11,22 +11,7 @@ from common.run.parts import CtrlC, DivergenceWatch, ProgressBar
 from common.trainer import RnnlmTrainer
 from common.util import eval_perplexity
 from ch_gru.rnnlm import Rnnlm
-
-
-class Recorder:
-    """A 'model' that records its batches and returns a fixed loss."""
-
-    def __init__(self, loss):
-        self.loss = loss
-        self.batches = []
-        self.params, self.grads = [np.zeros(2)], [np.zeros(2)]
-
-    def forward(self, xs, ts, train_flg=True):
-        self.batches.append((xs.copy(), ts.copy(), train_flg))
-        return self.loss
-
-    def backward(self, dout=1):
-        pass
+from helpers.fakes import Recorder
 
 
 def test_get_batch_follows_the_book():

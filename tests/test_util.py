@@ -7,22 +7,7 @@ import pytest
 
 from common.errors import DataError
 from common.util import clip_grads, eval_perplexity, window_indices
-
-
-class Recorder:
-    """A 'model' that records its batches and returns a fixed loss."""
-
-    def __init__(self, loss):
-        self.loss = loss
-        self.batches = []
-        self.params, self.grads = [np.zeros(2)], [np.zeros(2)]
-
-    def forward(self, xs, ts, train_flg=True):
-        self.batches.append((xs.copy(), ts.copy(), train_flg))
-        return self.loss
-
-    def backward(self, dout=1):
-        pass
+from helpers.fakes import Recorder
 
 
 def test_eval_perplexity_windows_and_value():

@@ -1,5 +1,6 @@
 """What the tests share: paths, the CI switch, the one way to start a child process
-(:mod:`helpers.processes`) and the book-style models (:mod:`helpers.book_clients`).
+(:mod:`helpers.processes`), the book-style models (:mod:`helpers.book_clients`) and
+stand-in models with known losses (:mod:`helpers.fakes`).
 Gradient checks and the step-by-step references live in :mod:`common.gradcheck`."""
 import os
 
