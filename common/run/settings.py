@@ -181,11 +181,11 @@ def add_flags(parser, groups, defaults=None, helps=None, hidden=()):
 
 def add_training_flags(parser, defaults, helps=None, hidden=()):
     """Declare the flags every training script shares (:data:`FLAGS`), with
-    this script's ``defaults`` (flag name without dashes -> value; ``lr`` and
-    ``model_file``, the name of the saved parameters, are required, every
-    other flag named after a :class:`TrainSettings` field defaults to that
-    field: e.g. lr_decay, max_grad, batch_size, out_dir, asgd_nonmono,
-    variable_bptt) and ``helps`` (the same keys -> help text) where a script
+    this script's ``defaults`` (flag name without dashes -> value; ``lr`` is
+    required, ``model_file`` names the saved parameters in --save's help
+    (default model.npz), every other flag named after a :class:`TrainSettings`
+    field defaults to that field: e.g. lr_decay, max_grad, batch_size,
+    out_dir, asgd_nonmono, variable_bptt) and ``helps`` (the same keys -> help text) where a script
     says more; ``hidden``: flags to leave out of --help (a script that has no
     use for them). Returns the 'training' group, for a script's own training flags."""
     return add_flags(parser, ('training', 'output', 'checkpoint'), defaults, helps, hidden)['training']
