@@ -1,5 +1,8 @@
 """Elementary functions, numerically stable, in the dtype of their input."""
 from common.np import *  # noqa: F401,F403  (np: NumPy or CuPy)
+from common.np import GPU  # noqa: F401  (the book's common.np hands on GPU as well)
+
+__all__ = ['np', 'GPU', 'sigmoid', 'relu', 'softmax', 'log_softmax', 'cross_entropy_error']
 
 
 def sigmoid(x, out=None):
@@ -13,6 +16,11 @@ def sigmoid(x, out=None):
     out += 1
     out *= 0.5
     return out
+
+
+def relu(x):
+    """max(0, x) elementwise, in the dtype of ``x``."""
+    return np.maximum(x, 0)
 
 
 def softmax(x):

@@ -5,8 +5,15 @@ shapes, written in place by ``backward``), ``forward(...)`` and
 ``backward(dout)``; ``backward`` returns the gradient of its input.
 """
 from common.np import *  # noqa: F401,F403
+from common.np import GPU  # noqa: F401
 from common import backend
-from common.functions import log_softmax, sigmoid, softmax
+from common.functions import cross_entropy_error, log_softmax, sigmoid, softmax  # noqa: F401
+
+# What ``from common.layers import *`` gives, as the book's module does: np,
+# GPU, the functions it imports, every layer.
+__all__ = ['np', 'GPU', 'softmax', 'cross_entropy_error',
+           'MatMul', 'Affine', 'Softmax', 'SoftmaxWithLoss', 'Sigmoid', 'SigmoidWithLoss', 'Dropout', 'Embedding',
+           'dropout_mask']
 
 
 class MatMul:
@@ -125,8 +132,10 @@ class SigmoidWithLoss:
 
 
 class Dropout:
-    """Inverted dropout: in training out = x ⊙ m / (1 - p) with m ~ Bernoulli(1 - p);
-    at test time out = x."""
+    """The book's dropout (Srivastava et al. 2014), scaled at test time: in
+    training out = x ⊙ m with m ~ Bernoulli(1 - p), 0 or 1; at test time
+    out = x · (1 - p), the training output's expected value. dx = dout ⊙ m.
+    (:class:`common.time_layers.TimeDropout` is the inverted form.)"""
 
     def __init__(self, dropout_ratio=0.5):
         self.params, self.grads = [], []
@@ -134,14 +143,13 @@ class Dropout:
         self.mask = None
 
     def forward(self, x, train_flg=True):
-        if not train_flg or self.dropout_ratio == 0:
-            self.mask = None
-            return x
-        self.mask = dropout_mask(x.shape, self.dropout_ratio, x.dtype)
-        return x * self.mask
+        if train_flg:
+            self.mask = (backend.uniform(x.shape, x.dtype) >= self.dropout_ratio).astype(x.dtype)
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
 
     def backward(self, dout):
-        return dout if self.mask is None else dout * self.mask
+        return dout * self.mask
 
 
 def dropout_mask(shape, ratio, dtype, rows=True):

@@ -51,6 +51,45 @@ def test_sigmoid_is_stable_in_float32():
     np.testing.assert_allclose(y, [0, 0, 0.5, 1, 1], atol=1e-7)
 
 
+def test_layers_agree_with_the_books_formulas_in_float32(rng):
+    """The book's Sigmoid, SigmoidWithLoss and SoftmaxWithLoss, its formulas
+    written out here (its losses add 1e-7 inside the log)."""
+    f, eps = np.float32, np.finfo(np.float32).eps
+    x, t = (rng.standard_normal((8, 5)) * 2).astype(f), rng.integers(0, 5, 8)
+    sig = Sigmoid()
+    y = sig.forward(x)
+    book_y = 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(y, book_y, rtol=4 * eps, atol=eps)
+    dout = rng.standard_normal(x.shape).astype(f)
+    np.testing.assert_allclose(sig.backward(dout), dout * (1 - book_y) * book_y, rtol=1e-6, atol=eps)
+
+    loss_layer = SoftmaxWithLoss()
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert float(loss_layer.forward(x, t)) == pytest.approx(-np.mean(np.log(p[np.arange(8), t] + 1e-7)), rel=1e-5)
+    book_dx = p.copy()
+    book_dx[np.arange(8), t] -= 1
+    np.testing.assert_allclose(loss_layer.backward(), book_dx / 8, rtol=1e-5, atol=eps)
+
+    z, labels = x[:, 0], rng.integers(0, 2, 8)
+    bce = SigmoidWithLoss()
+    q = 1 / (1 + np.exp(-z))
+    book_loss = -np.mean(np.log(np.where(labels == 1, q, 1 - q) + 1e-7))    # cross_entropy_error(c_[1-y, y], t)
+    assert float(bce.forward(z, labels)) == pytest.approx(book_loss, rel=1e-5)
+    np.testing.assert_allclose(bce.backward(), (q - labels) / 8, rtol=1e-5, atol=eps)
+
+
+def test_star_import_gives_what_the_books_module_gives():
+    import common.layers
+    namespace = {}
+    exec('from common.layers import *', namespace)
+    book = ['np', 'GPU', 'softmax', 'cross_entropy_error', 'MatMul', 'Affine', 'Softmax', 'SoftmaxWithLoss',
+            'Sigmoid', 'SigmoidWithLoss', 'Dropout', 'Embedding']
+    assert not [n for n in book if n not in namespace]
+    assert namespace['np'] is np and namespace['Affine'] is Affine
+    assert set(namespace) - {'__builtins__'} == set(common.layers.__all__)
+
+
 def test_embedding_sums_repeated_ids(rng):
     ids = np.array([[1, 3, 1], [0, 1, 3]])
     layer = Embedding(randn(rng, 5, 4))
@@ -59,21 +98,34 @@ def test_embedding_sums_repeated_ids(rng):
     assert np.all(layer.grads[0][[2, 4]] == 0)
 
 
-@pytest.mark.parametrize('Layer', [Dropout, TimeDropout])
-def test_dropout_mask_statistics_and_backward(Layer):
+def test_time_dropout_is_inverted_dropout():
     backend.seed(0)
-    layer = Layer(0.3)
-    x = np.ones((200, 50, 4)) if Layer is TimeDropout else np.ones((400, 50))
+    layer = TimeDropout(0.3)
+    x = np.ones((200, 50, 4))
     y = layer.forward(x)
     kept = y != 0
     assert abs(kept.mean() - 0.7) < 0.01
     np.testing.assert_allclose(y[kept], 1 / 0.7)
     np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y)  # dx = dout ⊙ m / (1-p)
-    if Layer is TimeDropout:
-        layer.train_flg = False
-        assert layer.forward(x) is x
-    else:
-        assert layer.forward(x, train_flg=False) is x
+    layer.train_flg = False
+    assert layer.forward(x) is x
+
+
+def test_dropout_is_the_books_scaled_at_test_time(rng):
+    """common.layers.Dropout as in the book: x ⊙ m in training, x · (1 - p) at test."""
+    backend.seed(0)
+    layer = Dropout(0.3)
+    x = rng.standard_normal((400, 50)).astype(np.float32)
+    y = layer.forward(x)
+    kept = layer.mask != 0
+    assert abs(kept.mean() - 0.7) < 0.01 and set(np.unique(layer.mask)) == {0, 1}
+    np.testing.assert_array_equal(y, np.where(kept, x, 0))
+    assert y.dtype == np.float32
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_array_equal(layer.backward(dout), np.where(kept, dout, 0))
+    test = layer.forward(x, train_flg=False)
+    np.testing.assert_allclose(test, x * 0.7, rtol=1e-7)
+    assert test.dtype == np.float32
 
 
 def test_dropout_keeps_dtype():
