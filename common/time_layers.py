@@ -8,17 +8,30 @@ The recurrent layers (TimeRNN, TimeLSTM, TimeGRU) share one structure:
 * backward runs the loop in reverse to get the pre-activation gradients
   ``dA`` of every step, then one product each gives dWx, dWh and dxs.
 
-There are no per-step layer objects. ``stateful=True`` carries the last hidden
+The Time layers use no per-step layer objects. ``stateful=True`` carries the last hidden
 state into the next ``forward`` call (truncated BPTT); ``reset_state()`` drops
 it, and so does a call with another batch size (e.g. evaluation after
 training), which starts from zeros. The dtype of the weights (float32 normally, float64 for gradient checks)
 is the dtype of every buffer.
+
+The book's per-step cells ``RNN``, ``LSTM`` and ``GRU`` (one step, the state
+passed in and out) are their Time layers run for T = 1, so each cell's math
+is written once. ``from common.time_layers import *`` gives what the book's
+module gives: ``np``, ``GPU``, everything of :mod:`common.layers`, ``sigmoid``
+and every layer here.
 """
 from common.np import *  # noqa: F401,F403
 from common import backend
 from common import kernels
+from common import layers as _layers
 from common.functions import sigmoid
-from common.layers import Embedding, dropout_mask
+from common.layers import *  # noqa: F401,F403  (the book's module hands on every layer of common.layers)
+from common.layers import Embedding, SigmoidWithLoss, SoftmaxWithLoss, dropout_mask
+
+__all__ = [*_layers.__all__, 'sigmoid',
+           'RNN', 'TimeRNN', 'LSTM', 'TimeLSTM', 'GRU', 'TimeGRU', 'TimeBiLSTM',
+           'TimeEmbedding', 'TimeAffine', 'TimeSoftmaxWithLoss', 'TimeDropout', 'TimeSigmoidWithLoss',
+           'Simple_TimeAffine', 'Simple_TimeSoftmaxWithLoss']
 
 
 class _TimeRecurrent:
@@ -114,7 +127,10 @@ class TimeLSTM(_TimeRecurrent):
         i = σ(x Wxi + h Whi + bi)      o = σ(x Wxo + h Who + bo)
         c' = f ⊙ c + g ⊙ i             h' = o ⊙ tanh(c')
 
-    Wx: (D, 4H), Wh: (H, 4H), b: (4H,). forward: xs (N, T, D) -> hs (N, T, H).
+    Wx: (D, 4H), Wh: (H, 4H), b: (4H,). forward: xs (N, T, D) -> hs (N, T, H);
+    backward: dhs (N, T, H), and optionally dc (N, H), the gradient of the
+    last cell state c_T (0 when None) -> dxs (N, T, D); then ``dh``, ``dc``
+    are the gradients of the initial h and c.
     ``set_state(h, c=None)``; ``reset_state()`` clears both h and c.
     """
 
@@ -160,13 +176,13 @@ class TimeLSTM(_TimeRecurrent):
         self.cache = (xs, h0, c0, A, hs, cs, tcs)
         return hs
 
-    def backward(self, dhs):
+    def backward(self, dhs, dc=None):
         _, Wh, _ = self.params
         xs, h0, c0, A, hs, cs, tcs = self.cache
         N, T, H = hs.shape
         dA = np.empty_like(A)
         dh = np.zeros_like(h0)
-        dc = np.zeros_like(c0)
+        dc = np.zeros_like(c0) if dc is None else dc
         for t in reversed(range(T)):
             a = A[:, t]
             f, g, i, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
@@ -259,6 +275,120 @@ class TimeGRU(_TimeRecurrent):
         np.matmul(h_prev.reshape(N * T, H).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
         np.matmul(rhs.reshape(N * T, H).T, dG2[:, 2 * H:], out=self.grads[1][:, 2 * H:])
         return self._input_gradients(xs, dG)
+
+
+class _Cell:
+    """One step of a Time recurrent layer: the layer itself, over the same
+    parameter arrays, run with T = 1 from the state passed in. ``params``
+    and ``grads`` are the Time layer's lists; each ``backward`` overwrites
+    the gradients, as the book's cells do."""
+
+    Time = None
+
+    def __init__(self, Wx, Wh, b):
+        self.time = self.Time(Wx, Wh, b, stateful=True)
+        self.params, self.grads = self.time.params, self.time.grads
+
+    def _step(self, x, h_prev, *c_prev):
+        if h_prev.shape[0] != x.shape[0]:
+            raise ValueError(f'{type(self).__name__}.forward: h_prev has {h_prev.shape[0]} rows but x has '
+                             f'{x.shape[0]}: pass the state of this batch')
+        self.time.set_state(h_prev, *c_prev)
+        return self.time.forward(x[:, None])[:, 0]
+
+    def _step_back(self, dh_next, *dc_next):
+        return self.time.backward(dh_next[:, None], *dc_next)[:, 0]
+
+
+class RNN(_Cell):
+    """One Elman step (:class:`TimeRNN` with T = 1):
+
+        h_next = tanh(x Wx + h_prev Wh + b)
+
+    forward(x (N, D), h_prev (N, H)) -> h_next (N, H);
+    backward(dh_next) -> (dx, dh_prev).
+    """
+
+    Time = TimeRNN
+
+    def forward(self, x, h_prev):
+        return self._step(x, h_prev)
+
+    def backward(self, dh_next):
+        dx = self._step_back(dh_next)
+        return dx, self.time.dh
+
+
+class LSTM(_Cell):
+    """One LSTM step (:class:`TimeLSTM` with T = 1), gate blocks f | g | i | o:
+
+        c_next = f ⊙ c_prev + g ⊙ i      h_next = o ⊙ tanh(c_next)
+
+    forward(x (N, D), h_prev, c_prev (N, H)) -> (h_next, c_next);
+    backward(dh_next, dc_next) -> (dx, dh_prev, dc_prev).
+    """
+
+    Time = TimeLSTM
+
+    def forward(self, x, h_prev, c_prev):
+        h_next = self._step(x, h_prev, c_prev)
+        return h_next, self.time.c
+
+    def backward(self, dh_next, dc_next):
+        dx = self._step_back(dh_next, dc_next)
+        return dx, self.time.dh, self.time.dc
+
+
+class GRU(_Cell):
+    """One GRU step (:class:`TimeGRU` with T = 1), gate blocks z | r | h̃:
+
+        z = σ(x Wxz + h_prev Whz + bz)     r = σ(x Wxr + h_prev Whr + br)
+        h̃ = tanh(x Wxh + (r ⊙ h_prev) Whh + bh)
+        h_next = (1 − z) ⊙ h_prev + z ⊙ h̃
+
+    Wx: (D, 3H), Wh: (H, 3H), b: (3H,).
+    forward(x (N, D), h_prev (N, H)) -> h_next (N, H);
+    backward(dh_next) -> (dx, dh_prev).
+    """
+
+    Time = TimeGRU
+
+    def forward(self, x, h_prev):
+        return self._step(x, h_prev)
+
+    def backward(self, dh_next):
+        dx = self._step_back(dh_next)
+        return dx, self.time.dh
+
+
+class TimeBiLSTM:
+    """Bidirectional LSTM: one :class:`TimeLSTM` (Wx1, Wh1, b1) reads xs
+    forwards, the other (Wx2, Wh2, b2) reads it backwards, and each step's
+    outputs are put side by side:
+
+        hs = [ TimeLSTM1(xs) | reverse(TimeLSTM2(reverse(xs))) ]   (N, T, 2H)
+
+    reverse flips the time axis. backward: dhs (N, T, 2H) is split into the
+    two halves, dxs = dxs1 + reverse(dxs2). ``params`` and ``grads``: the
+    forward layer's, then the backward layer's.
+    """
+
+    def __init__(self, Wx1, Wh1, b1, Wx2, Wh2, b2, stateful=False):
+        self.forward_lstm = TimeLSTM(Wx1, Wh1, b1, stateful)
+        self.backward_lstm = TimeLSTM(Wx2, Wh2, b2, stateful)
+        self.params = self.forward_lstm.params + self.backward_lstm.params
+        self.grads = self.forward_lstm.grads + self.backward_lstm.grads
+
+    def forward(self, xs):
+        o1 = self.forward_lstm.forward(xs)
+        o2 = self.backward_lstm.forward(xs[:, ::-1])
+        return np.concatenate((o1, o2[:, ::-1]), axis=2)
+
+    def backward(self, dhs):
+        H = dhs.shape[2] // 2
+        dxs = self.forward_lstm.backward(dhs[:, :, :H])
+        dxs += self.backward_lstm.backward(dhs[:, ::-1, H:])[:, ::-1]
+        return dxs
 
 
 class TimeEmbedding(Embedding):
@@ -384,3 +514,69 @@ class TimeDropout:
 
     def backward(self, dout):
         return dout if self.mask is None else dout * self.mask
+
+
+class _RowsLoss:
+    """A loss layer of :mod:`common.layers` over all the rows of a sequence
+    batch at once: the book's per-step loop averages the per-step means over
+    T, which is the mean over all N·T rows."""
+
+    def __init__(self, loss_layer):
+        self.params, self.grads = [], []
+        self.loss_layer = loss_layer
+        self.xs_shape = None
+
+    def backward(self, dout=1):
+        return self.loss_layer.backward(dout).reshape(self.xs_shape)
+
+
+class TimeSigmoidWithLoss(_RowsLoss):
+    """Mean binary cross-entropy of σ(xs) against 0/1 labels ts over all
+    N·T scores (:class:`common.layers.SigmoidWithLoss` at every step,
+    averaged over T, as in the book). xs, ts: (N, T).
+
+        loss = -(1/NT) Σ [t log σ(x) + (1 − t) log(1 − σ(x))]
+        dxs  = (σ(xs) − ts) · dout / (N·T)
+    """
+
+    def __init__(self):
+        super().__init__(SigmoidWithLoss())
+
+    def forward(self, xs, ts):
+        self.xs_shape = xs.shape
+        return self.loss_layer.forward(xs.reshape(-1), ts.reshape(-1))
+
+
+class Simple_TimeSoftmaxWithLoss(_RowsLoss):
+    """The book's step-by-step TimeSoftmaxWithLoss: :class:`common.layers.SoftmaxWithLoss`
+    at every step, averaged over T, i.e. over all N·T rows. It has no
+    ``ignore_label`` (a label -1 is the last class, as in the book).
+    xs: (N, T, V), ts: (N, T) ids or (N, T, V) one-hot.
+
+        loss = -(1/NT) Σ_{n,t} log softmax(xs[n, t])[ts[n, t]]
+        dxs  = (softmax(xs) − onehot(ts)) · dout / (N·T)
+    """
+
+    def __init__(self):
+        super().__init__(SoftmaxWithLoss())
+
+    def forward(self, xs, ts):
+        N, T, V = xs.shape
+        self.xs_shape = xs.shape
+        ts = ts.reshape(N * T, V) if ts.ndim == 3 else ts.reshape(N * T)
+        return self.loss_layer.forward(xs.reshape(N * T, V), ts)
+
+
+class Simple_TimeAffine(TimeAffine):
+    """The book's step-by-step TimeAffine: out[:, t] = xs[:, t] W + b for every t,
+
+        dW = Σ_t xs[:, t]ᵀ dout[:, t],  db = Σ_t Σ_n dout[n, t],  dxs[:, t] = dout[:, t] Wᵀ
+
+    which is :class:`TimeAffine`'s one product over all N·T rows. The book's
+    names ``W``, ``b``, ``dW``, ``db`` are the arrays of ``params`` and ``grads``.
+    """
+
+    W = property(lambda self: self.params[0])
+    b = property(lambda self: self.params[1])
+    dW = property(lambda self: self.grads[0])
+    db = property(lambda self: self.grads[1])
