@@ -3,7 +3,10 @@ parameter array in place (so tied views of a parameter stay tied)."""
 import contextlib
 
 from common.np import *  # noqa: F401,F403
+from common.np import GPU  # noqa: F401
 from common import backend
+
+__all__ = ['np', 'GPU', 'SGD', 'Momentum', 'Nesterov', 'AdaGrad', 'RMSprop', 'Adam', 'ASGD']
 
 
 class SGD:
@@ -55,6 +58,28 @@ class Momentum:
             param += v
 
 
+class Nesterov:
+    """Nesterov's accelerated gradient in the book's form (Bengio et al. 2012,
+    arXiv:1212.0901), the step taken from the look-ahead point:
+
+    v ← momentum · v − lr · g;  p ← p + momentum² · v − (1 + momentum) · lr · g
+    """
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = lr
+        self.momentum = momentum
+        self.v = None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = [np.zeros_like(p) for p in params]
+        for param, grad, v in zip(params, grads, self.v):
+            v *= self.momentum
+            v -= self.lr * grad
+            param += self.momentum * self.momentum * v
+            param -= (1 + self.momentum) * self.lr * grad
+
+
 class AdaGrad:
     """h ← h + g²;  p ← p − lr · g / (√h + 1e-7)"""
 
@@ -67,6 +92,23 @@ class AdaGrad:
             self.h = [np.zeros_like(p) for p in params]
         for param, grad, h in zip(params, grads, self.h):
             h += grad * grad
+            param -= self.lr * grad / (np.sqrt(h) + 1e-7)
+
+
+class RMSprop:
+    """h ← ρ · h + (1 − ρ) · g²;  p ← p − lr · g / (√h + 1e-7)   (ρ = ``decay_rate``)"""
+
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        self.lr = lr
+        self.decay_rate = decay_rate
+        self.h = None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = [np.zeros_like(p) for p in params]
+        for param, grad, h in zip(params, grads, self.h):
+            h *= self.decay_rate
+            h += (1 - self.decay_rate) * grad * grad
             param -= self.lr * grad / (np.sqrt(h) + 1e-7)
 
 

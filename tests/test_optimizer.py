@@ -1,8 +1,89 @@
 """The optimizers' own promises (common.optimizer): NT-ASGD's trigger, average, fine-tuning restart
-and schedule, SGD's weight decay."""
-import numpy as np
+and schedule, SGD's weight decay; the book's update rules, in place."""
+import json
 
-from common.optimizer import ASGD, SGD
+import numpy as np
+import pytest
+
+import common.optimizer
+from common.optimizer import ASGD, SGD, Nesterov, RMSprop
+from helpers.processes import run_python
+
+
+def book_nesterov(p, g, v, lr, m):
+    """The book's Nesterov step, one array: returns the new p and v."""
+    v = m * v - lr * g
+    return p + m * m * v - (1 + m) * lr * g, v
+
+
+def book_rmsprop(p, g, h, lr, rho):
+    """The book's RMSprop step, one array: returns the new p and h."""
+    h = rho * h + (1 - rho) * g * g
+    return p - lr * g / (np.sqrt(h) + 1e-7), h
+
+
+@pytest.mark.parametrize('Optimizer,step,kwargs', [(Nesterov, book_nesterov, dict(lr=0.05, m=0.8)),
+                                                    (RMSprop, book_rmsprop, dict(lr=0.02, rho=0.9))])
+def test_update_is_the_books_formula_in_place(rng, Optimizer, step, kwargs):
+    shapes = [(3, 4), (4,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    arrays = list(params)                               # the same objects: updated in place
+    refs = [p.copy() for p in params]
+    slots = [np.zeros(s) for s in shapes]
+    opt = Optimizer(*kwargs.values())
+    for _ in range(5):
+        grads = [rng.standard_normal(s) for s in shapes]
+        opt.update(params, grads)
+        for i, g in enumerate(grads):
+            refs[i], slots[i] = step(refs[i], g, slots[i], **kwargs)
+    assert all(a is b for a, b in zip(params, arrays))
+    for p, r in zip(params, refs):
+        np.testing.assert_allclose(p, r, rtol=1e-13, atol=1e-15)
+    for s, r in zip(opt.v if Optimizer is Nesterov else opt.h, slots):
+        np.testing.assert_allclose(s, r, rtol=1e-13, atol=1e-15)
+
+
+def test_book_defaults_and_float32():
+    assert (Nesterov().lr, Nesterov().momentum) == (0.01, 0.9)
+    assert (RMSprop().lr, RMSprop().decay_rate) == (0.01, 0.99)
+    for opt in (Nesterov(), RMSprop()):
+        p, g = np.ones(3, np.float32), np.full(3, 0.5, np.float32)
+        opt.update([p], [g])
+        assert p.dtype == np.float32 and np.all(p < 1)
+
+
+def test_star_import_gives_the_books_optimizers():
+    namespace = {}
+    exec('from common.optimizer import *', namespace)
+    for name in ('np', 'GPU', 'SGD', 'Momentum', 'Nesterov', 'AdaGrad', 'RMSprop', 'Adam'):
+        assert name in namespace, name
+    assert set(namespace) - {'__builtins__'} == set(common.optimizer.__all__)
+
+
+GPU_PROGRAM = r'''
+import json
+import numpy
+from common import backend
+from common.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+rng = numpy.random.default_rng(0)
+out = {}
+for opt in (SGD(0.1), Momentum(0.1), Nesterov(0.1), AdaGrad(0.1), RMSprop(0.1), Adam(0.1)):
+    params = [backend.asarray(rng.standard_normal((3, 4)).astype('float32'))]
+    for _ in range(3):
+        opt.update(params, [backend.asarray(rng.standard_normal((3, 4)).astype('float32'))])
+    out[type(opt).__name__] = backend.asnumpy(params[0]).tolist()
+print(json.dumps(out))
+'''
+
+
+def test_optimizers_on_the_gpu_path_match_numpy():
+    r = run_python(GPU_PROGRAM, {'DLFS_GPU': '1'}, fake_cupy=True)
+    assert r.returncode == 0, r.stderr
+    on_gpu = json.loads(r.stdout.strip().splitlines()[-1])
+    on_cpu = json.loads(run_python(GPU_PROGRAM).stdout.strip().splitlines()[-1])
+    assert len(on_cpu) == 6
+    for name in on_cpu:
+        np.testing.assert_array_equal(on_gpu[name], on_cpu[name], err_msg=name)
 
 
 def test_asgd_trigger_is_awd_lstms_non_monotone_rule():
