@@ -8,7 +8,7 @@ from helpers import IN_CI
 torch = pytest.importorskip('torch') if not IN_CI else __import__('torch')
 
 from common import backend  # noqa: E402
-from common.time_layers import TimeGRU, TimeLSTM, TimeSoftmaxWithLoss  # noqa: E402
+from common.time_layers import LSTM, RNN, TimeBiLSTM, TimeGRU, TimeLSTM, TimeSoftmaxWithLoss  # noqa: E402
 from ch_gru.better_rnnlm import BetterRnnlm  # noqa: E402
 
 
@@ -166,3 +166,97 @@ def test_asgd_against_torch_asgd(rng, weight_decay):
     for p, tp, a in zip(params, tparams, mine.avg):
         np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12)
         np.testing.assert_allclose(a, opt.state[tp]['ax'].numpy(), rtol=1e-12)
+
+
+def lstm_order(H):
+    """Columns of torch's i | f | g | o blocks in our f | g | i | o order: ours = torch[..., lstm_order(H)]."""
+    return np.r_[H:2 * H, 2 * H:3 * H, 0:H, 3 * H:4 * H]
+
+
+def from_torch(weight_ih, weight_hh, bias_ih, bias_hh, order=slice(None)):
+    """Our Wx, Wh, b of a torch layer (weights (G·H, D) and (G·H, H), two biases)."""
+    host = [w.detach().double().numpy() for w in (weight_ih, weight_hh, bias_ih, bias_hh)]
+    return [host[0].T[:, order].copy(), host[1].T[:, order].copy(), (host[2] + host[3])[order]]
+
+
+@pytest.mark.parametrize('dtype,rtol,atol', [(np.float32, 2e-5, 2e-6), (np.float64, 1e-10, 1e-12)])
+def test_bilstm_against_torch_bidirectional_lstm(rng, dtype, rtol, atol):
+    """TimeBiLSTM is torch.nn.LSTM(bidirectional=True): our Wx1, Wh1, b1 the
+    forward direction's weights, Wx2, Wh2, b2 the reverse one's, forward and
+    backward, to the rounding of the dtype."""
+    N, Tn, D, H = 3, 6, 4, 5
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(D, H, batch_first=True, bidirectional=True).to(torch.float64 if dtype == np.float64
+                                                                        else torch.float32)
+    order = lstm_order(H)
+    params = [p.astype(dtype) for sfx in ('l0', 'l0_reverse') for p in from_torch(
+        *(getattr(lstm, f'{name}_{sfx}') for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')), order)]
+    layer = TimeBiLSTM(*params)
+    xs, dhs = rng.standard_normal((N, Tn, D)).astype(dtype), rng.standard_normal((N, Tn, 2 * H)).astype(dtype)
+    hs = layer.forward(xs)
+    dxs = layer.backward(dhs)
+    txs = torch.tensor(xs, requires_grad=True)
+    ths, _ = lstm(txs)
+    (ths * torch.tensor(dhs)).sum().backward()
+    assert hs.dtype == dxs.dtype == dtype
+    np.testing.assert_allclose(hs, ths.detach().numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(dxs, txs.grad.numpy(), rtol=rtol, atol=atol)
+    for sfx, grads in (('l0', layer.grads[:3]), ('l0_reverse', layer.grads[3:])):
+        tg = [getattr(lstm, f'{name}_{sfx}').grad for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
+        ref = from_torch(*tg, order)
+        np.testing.assert_allclose(grads[0], ref[0], rtol=rtol, atol=atol)
+        np.testing.assert_allclose(grads[1], ref[1], rtol=rtol, atol=atol)
+        np.testing.assert_allclose(grads[2], tg[2].numpy()[order], rtol=rtol, atol=atol)   # = db_hh as well
+
+
+@pytest.mark.parametrize('Cell', [RNN, LSTM])
+def test_cells_against_torch_cells(rng, Cell):
+    """RNN is torch.nn.RNNCell (tanh), LSTM torch.nn.LSTMCell with the gate
+    blocks reordered; one step, gradients of x, of the states and of the weights."""
+    N, D, H = 3, 4, 5
+    torch.manual_seed(1)
+    lstm = Cell is LSTM
+    tcell = (torch.nn.LSTMCell if lstm else torch.nn.RNNCell)(D, H).double()
+    order = lstm_order(H) if lstm else slice(None)
+    cell = Cell(*from_torch(tcell.weight_ih, tcell.weight_hh, tcell.bias_ih, tcell.bias_hh, order))
+    x, h, c = (rng.standard_normal(shape) for shape in ((N, D), (N, H), (N, H)))
+    dh_next, dc_next = rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    tx, th, tc = T(x), T(h), T(c)
+    if lstm:
+        h_next, c_next = cell.forward(x, h, c)
+        grads = cell.backward(dh_next, dc_next)
+        th_next, tc_next = tcell(tx, (th, tc))
+        ((th_next * T(dh_next, False)).sum() + (tc_next * T(dc_next, False)).sum()).backward()
+        np.testing.assert_allclose(c_next, tc_next.detach().numpy(), rtol=1e-12, atol=1e-14)
+        refs = (tx, th, tc)
+    else:
+        h_next = cell.forward(x, h)
+        grads = cell.backward(dh_next)
+        th_next = tcell(tx, th)
+        (th_next * T(dh_next, False)).sum().backward()
+        refs = (tx, th)
+    np.testing.assert_allclose(h_next, th_next.detach().numpy(), rtol=1e-12, atol=1e-14)
+    for mine, ref in zip(grads, refs):
+        np.testing.assert_allclose(mine, ref.grad.numpy(), rtol=1e-10, atol=1e-12)
+    ref = from_torch(tcell.weight_ih.grad, tcell.weight_hh.grad, tcell.bias_ih.grad, 0 * tcell.bias_hh.grad, order)
+    for mine, r in zip(cell.grads, ref):
+        np.testing.assert_allclose(mine, r, rtol=1e-10, atol=1e-12)
+
+
+def test_rmsprop_against_torch_rmsprop(rng):
+    """The book's RMSprop adds 1e-7 after the square root, as torch.optim.RMSprop
+    does with eps=1e-7 (no momentum, not centred): the same steps."""
+    from common.optimizer import RMSprop
+    shapes = [(3, 4), (4,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    tparams = [T(p.copy(), False).requires_grad_() for p in params]
+    mine = RMSprop(lr=0.02, decay_rate=0.9)
+    opt = torch.optim.RMSprop(tparams, lr=0.02, alpha=0.9, eps=1e-7)
+    for _ in range(6):
+        grads = [rng.standard_normal(s) for s in shapes]
+        mine.update(params, grads)
+        for tp, g in zip(tparams, grads):
+            tp.grad = T(g, False)
+        opt.step()
+    for p, tp in zip(params, tparams):
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
