@@ -49,31 +49,28 @@ class Momentum:
         self.momentum = momentum
         self.v = None
 
-    def update(self, params, grads):
+    def _velocities(self, params):
+        """v, one array like each parameter (zeros at the first update)."""
         if self.v is None:
             self.v = [np.zeros_like(p) for p in params]
-        for param, grad, v in zip(params, grads, self.v):
+        return self.v
+
+    def update(self, params, grads):
+        for param, grad, v in zip(params, grads, self._velocities(params)):
             v *= self.momentum
             v -= self.lr * grad
             param += v
 
 
-class Nesterov:
+class Nesterov(Momentum):
     """Nesterov's accelerated gradient in the book's form (Bengio et al. 2012,
     arXiv:1212.0901), the step taken from the look-ahead point:
 
     v ← momentum · v − lr · g;  p ← p + momentum² · v − (1 + momentum) · lr · g
     """
 
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr = lr
-        self.momentum = momentum
-        self.v = None
-
     def update(self, params, grads):
-        if self.v is None:
-            self.v = [np.zeros_like(p) for p in params]
-        for param, grad, v in zip(params, grads, self.v):
+        for param, grad, v in zip(params, grads, self._velocities(params)):
             v *= self.momentum
             v -= self.lr * grad
             param += self.momentum * self.momentum * v
@@ -87,26 +84,30 @@ class AdaGrad:
         self.lr = lr
         self.h = None
 
-    def update(self, params, grads):
+    def _squares(self, params):
+        """h, one array like each parameter (zeros at the first update)."""
         if self.h is None:
             self.h = [np.zeros_like(p) for p in params]
-        for param, grad, h in zip(params, grads, self.h):
+        return self.h
+
+    def update(self, params, grads):
+        for param, grad, h in zip(params, grads, self._squares(params)):
             h += grad * grad
             param -= self.lr * grad / (np.sqrt(h) + 1e-7)
 
 
-class RMSprop:
-    """h ← ρ · h + (1 − ρ) · g²;  p ← p − lr · g / (√h + 1e-7)   (ρ = ``decay_rate``)"""
+class RMSprop(AdaGrad):
+    """AdaGrad with a decaying sum of squares (ρ = ``decay_rate``):
+
+    h ← ρ · h + (1 − ρ) · g²;  p ← p − lr · g / (√h + 1e-7)
+    """
 
     def __init__(self, lr=0.01, decay_rate=0.99):
-        self.lr = lr
+        super().__init__(lr)
         self.decay_rate = decay_rate
-        self.h = None
 
     def update(self, params, grads):
-        if self.h is None:
-            self.h = [np.zeros_like(p) for p in params]
-        for param, grad, h in zip(params, grads, self.h):
+        for param, grad, h in zip(params, grads, self._squares(params)):
             h *= self.decay_rate
             h += (1 - self.decay_rate) * grad * grad
             param -= self.lr * grad / (np.sqrt(h) + 1e-7)

@@ -281,7 +281,11 @@ class _Cell:
     """One step of a Time recurrent layer: the layer itself, over the same
     parameter arrays, run with T = 1 from the state passed in. ``params``
     and ``grads`` are the Time layer's lists; each ``backward`` overwrites
-    the gradients, as the book's cells do."""
+    the gradients, as the book's cells do.
+
+    forward(x (N, D), h_prev (N, H)) -> h_next (N, H);
+    backward(dh_next) -> (dx, dh_prev).
+    """
 
     Time = None
 
@@ -299,18 +303,6 @@ class _Cell:
     def _step_back(self, dh_next, *dc_next):
         return self.time.backward(dh_next[:, None], *dc_next)[:, 0]
 
-
-class RNN(_Cell):
-    """One Elman step (:class:`TimeRNN` with T = 1):
-
-        h_next = tanh(x Wx + h_prev Wh + b)
-
-    forward(x (N, D), h_prev (N, H)) -> h_next (N, H);
-    backward(dh_next) -> (dx, dh_prev).
-    """
-
-    Time = TimeRNN
-
     def forward(self, x, h_prev):
         return self._step(x, h_prev)
 
@@ -319,11 +311,25 @@ class RNN(_Cell):
         return dx, self.time.dh
 
 
+class RNN(_Cell):
+    """One Elman step (:class:`TimeRNN` with T = 1):
+
+        h_next = tanh(x Wx + h_prev Wh + b)
+
+    Wx: (D, H), Wh: (H, H), b: (H,).
+    forward(x (N, D), h_prev (N, H)) -> h_next (N, H);
+    backward(dh_next) -> (dx, dh_prev).
+    """
+
+    Time = TimeRNN
+
+
 class LSTM(_Cell):
     """One LSTM step (:class:`TimeLSTM` with T = 1), gate blocks f | g | i | o:
 
         c_next = f ⊙ c_prev + g ⊙ i      h_next = o ⊙ tanh(c_next)
 
+    Wx: (D, 4H), Wh: (H, 4H), b: (4H,).
     forward(x (N, D), h_prev, c_prev (N, H)) -> (h_next, c_next);
     backward(dh_next, dc_next) -> (dx, dh_prev, dc_prev).
     """
@@ -352,13 +358,6 @@ class GRU(_Cell):
     """
 
     Time = TimeGRU
-
-    def forward(self, x, h_prev):
-        return self._step(x, h_prev)
-
-    def backward(self, dh_next):
-        dx = self._step_back(dh_next)
-        return dx, self.time.dh
 
 
 class TimeBiLSTM:
