@@ -117,6 +117,7 @@ class SigmoidWithLoss:
 
     def __init__(self):
         self.params, self.grads = [], []
+        self.loss = None
         self.y = None
         self.t = None
 
@@ -124,7 +125,8 @@ class SigmoidWithLoss:
         self.t = t
         self.y = sigmoid(x)
         # -[t log σ(x) + (1 - t) log σ(-x)], with log σ(x) = -log(1 + e^-x) = -logaddexp(0, -x)
-        return np.mean(t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x))
+        self.loss = np.mean(t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x))
+        return self.loss
 
     def backward(self, dout=1):
         batch_size = self.t.shape[0]

@@ -394,8 +394,11 @@ class TimeEmbedding(Embedding):
     """Word vectors for a whole batch: out[n, t] = W[xs[n, t]].
 
     W: (V, D); xs: (N, T) ids -> (N, T, D). Backward scatter-adds into dW
-    (repeated ids add up); see :class:`common.layers.Embedding`.
+    (repeated ids add up); see :class:`common.layers.Embedding`. ``W`` is
+    the book's name for ``params[0]``.
     """
+
+    W = property(lambda self: self.params[0])
 
 
 class TimeAffine:

@@ -76,6 +76,7 @@ def test_layers_agree_with_the_books_formulas_in_float32(rng):
     q = 1 / (1 + np.exp(-z))
     book_loss = -np.mean(np.log(np.where(labels == 1, q, 1 - q) + 1e-7))    # cross_entropy_error(c_[1-y, y], t)
     assert float(bce.forward(z, labels)) == pytest.approx(book_loss, rel=1e-5)
+    assert float(bce.loss) == pytest.approx(book_loss, rel=1e-5)             # the book keeps it as .loss
     np.testing.assert_allclose(bce.backward(), (q - labels) / 8, rtol=1e-5, atol=eps)
 
 
@@ -203,7 +204,10 @@ def test_stateless_layer_ignores_state(rng):
 
 def test_time_embedding(rng):
     ids = np.array([[1, 3, 1, 1], [0, 1, 3, 2]])
-    check_layer(TimeEmbedding(randn(rng, 5, 3)), [ids], rng, input_grad=False)
+    W = randn(rng, 5, 3)
+    layer = TimeEmbedding(W)
+    check_layer(layer, [ids], rng, input_grad=False)
+    assert layer.W is W                                     # the book's attribute
 
 
 def test_time_affine(rng):
