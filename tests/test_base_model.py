@@ -2,7 +2,6 @@
 pickles the book's save_params writes, tied weights listed twice or once, shapes
 checked, nothing in a foreign pickle run, the GPU path."""
 import json
-import os
 import pickle
 
 import numpy as np
@@ -11,22 +10,10 @@ import pytest
 from ch_gru.better_rnnlm import BetterRnnlm
 from common.errors import CheckpointError
 from helpers.book_clients import TiedLstmLm
+from helpers.book_pickles import RunsCommand, book_listing, books_save
 from helpers.processes import run_python
 
 XS = np.random.RandomState(5).randint(0, 30, (2, 6))
-
-
-def books_save(path, params):
-    """The book's BaseModel.save_params (NumPy): ``pickle.dump([p.astype(np.float16) ...``"""
-    params = [p.astype(np.float16) for p in params]
-    with open(path, 'wb') as f:
-        pickle.dump(params, f)
-
-
-def book_listing(model):
-    """A framework BetterRnnlm's parameters as the book's BetterRnnlm lists them:
-    embedding, two LSTMs, the tied ``embed_W.T``, the output bias."""
-    return model.params[:7] + [model.params[0].T] + model.params[7:]
 
 
 def rounded(model):
@@ -120,14 +107,6 @@ def test_an_untied_file_does_not_load_into_a_tied_model(tmp_path):
     listed_once = Rnnlm(30, 8, 8, num_layers=1, cell='lstm', tie_weights=True)     # 5 entries for 6 arrays
     with pytest.raises(CheckpointError, match='holds parameters of shapes .* but this Rnnlm has'):
         listed_once.load_params(str(tmp_path / 'untied.pkl'))
-
-
-class RunsCommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
 
 
 def test_a_pickle_that_would_run_code_is_refused_by_load_params(tmp_path):

@@ -1,7 +1,6 @@
 """common/run/book_pickle.py: the book's parameter pickles load; nothing else does, and
 nothing in a refused file runs."""
 import builtins
-import os
 import pickle
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 
 from common.errors import CheckpointError
 from common.run import book_pickle
+from helpers.book_pickles import RunsCommand, books_save
 
 
 def book_params(rng):
@@ -16,12 +16,6 @@ def book_params(rng):
     W = rng.standard_normal((7, 4)).astype('f')
     return [W, rng.standard_normal((4, 16)).astype('f'), rng.standard_normal((4, 16)).astype('f'),
             np.zeros(16, 'f'), W.T, rng.standard_normal(7).astype('f')]
-
-
-def books_save(path, params, protocol=None):
-    """The book's BaseModel.save_params, line for line (protocol None: the default)."""
-    with open(path, 'wb') as f:
-        pickle.dump([p.astype(np.float16) for p in params], f, protocol=protocol)
 
 
 @pytest.mark.parametrize('protocol', [2, 3, 4, 5, None])
@@ -44,14 +38,6 @@ def test_float32_float64_and_tuples_load_too(tmp_path):
     arrays = book_pickle.load(path)
     assert [a.dtype for a in arrays] == [np.float32, np.float64, np.float16]
     np.testing.assert_array_equal(arrays[1], [0, 1, 2, 3])
-
-
-class RunsCommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
 
 
 class Evaluates:

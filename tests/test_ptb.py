@@ -217,5 +217,5 @@ def test_beside_is_an_option_of_the_shared_lookup(tmp_path, monkeypatch):
     (here / 'corpus').mkdir(parents=True)
     (here / 'corpus' / 'a.txt').write_text('x\n')
     assert download.fetch('a.txt', 'corpus', [], beside=str(here)) == str(here / 'corpus' / 'a.txt')
-    with pytest.raises(DataError, match=f'a.txt not found in .*/elsewhere, '):
+    with pytest.raises(DataError, match='a.txt not found in .*/elsewhere, '):
         download.fetch('a.txt', 'corpus', [], beside=str(tmp_path / 'elsewhere'), download=False)
