@@ -3,7 +3,9 @@
 A file is looked for, in order, in
   1. the directory passed by the caller (``--data-dir``),
   2. the directory in the environment variable ``DLFS_DATA_DIR``,
-  3. the cache, ``$DLFS_CACHE_DIR`` or ``~/.cache/dlfs-gru``,
+  3. the directory the loader passes as ``beside``, where the book keeps its
+     data: beside the loader's module (``dataset/`` for PTB),
+  4. the cache, ``$DLFS_CACHE_DIR`` or ``~/.cache/dlfs-gru``,
 each directly and in its corpus subfolder (``ptb/``, ``shakespeare/``). A file
 missing everywhere is downloaded into the cache from the first mirror that
 answers; every file with a known MD5 is verified before use.
@@ -26,9 +28,10 @@ def cache_dir(subdir=''):
     return os.path.join(base, subdir)
 
 
-def search_dirs(data_dir=None):
-    """The directories searched, in order (the cache last)."""
-    dirs = [d for d in (data_dir, os.environ.get(DATA_DIR_ENV)) if d]
+def search_dirs(data_dir=None, beside=None):
+    """The directories searched, in order: ``data_dir``, ``$DLFS_DATA_DIR``,
+    ``beside`` (a loader's own directory, the book's place), the cache."""
+    dirs = [d for d in (data_dir, os.environ.get(DATA_DIR_ENV), beside) if d]
     return dirs + [cache_dir()]
 
 
@@ -50,18 +53,19 @@ def verify(path, md5):
     return path
 
 
-def fetch(name, subdir, mirrors, md5=None, data_dir=None, download=True):
-    """Path of the verified file ``name``: found locally or downloaded into
-    the cache. Raises :class:`DataError` naming the file, the directories
-    searched and how to supply it."""
+def fetch(name, subdir, mirrors, md5=None, data_dir=None, download=True, beside=None):
+    """Path of the verified file ``name``: found locally (in
+    :func:`search_dirs`, ``beside`` among them) or downloaded into the cache.
+    Raises :class:`DataError` naming the file, the directories searched and
+    how to supply it."""
     for d, how in ((data_dir, '--data-dir'), (os.environ.get(DATA_DIR_ENV), DATA_DIR_ENV)):
         if d and not os.path.isdir(d):
             raise DataError(f"data directory {d} (from {how}) does not exist: point {how} at an existing directory")
-    for d in search_dirs(data_dir):
+    for d in search_dirs(data_dir, beside):
         for candidate in (os.path.join(d, name), os.path.join(d, subdir, name)):
             if os.path.isfile(candidate):
                 return verify(candidate, md5)
-    searched = ', '.join(search_dirs(data_dir))
+    searched = ', '.join(search_dirs(data_dir, beside))
     if not download:
         raise DataError(f"{name} not found in {searched}: put it in one of them or pass --data-dir DIR")
     target = os.path.join(cache_dir(subdir), name)

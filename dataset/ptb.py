@@ -5,6 +5,12 @@ words as int32 ids, with ids numbered in order of first appearance in
 ptb.train.txt and ``<eos>`` at the end of every line. Files are found,
 downloaded and verified by :mod:`dataset.download`; the encoded corpus and the
 vocabulary are cached as ``.npz`` next to the cache's copy of the text.
+
+``ptb.{train,valid,test}.txt`` are looked for, in order, in ``data_dir``
+(``--data-dir``), in ``$DLFS_DATA_DIR``, beside this module (``dataset/``,
+where the book keeps them), in the cache, each directly and in a ``ptb/``
+subfolder; a file found nowhere is downloaded into the cache. Every file is
+checked against its published MD5 wherever it was found.
 """
 import os
 
@@ -21,6 +27,8 @@ MD5 = {'ptb.train.txt': 'f26c4b92c5fdc7b3f8c7cdcb991d8420',
        'ptb.valid.txt': 'aa0affc06ff7c36e977d7cd49e3839bf',
        'ptb.test.txt': '8b80168b89c18661a38ef683c0dc3721'}
 ALIASES = {'val': 'valid', 'validation': 'valid'}
+#: Where the book keeps the PTB files: beside this module.
+DATASET_DIR = os.path.dirname(os.path.abspath(__file__))
 EOS = '<eos>'
 UNK = '<unk>'
 
@@ -34,10 +42,10 @@ def split_name(data_type):
 
 def path(split, data_dir=None):
     """The local file of a PTB split ('train', 'valid' ('val'), 'test'): found
-    in ``data_dir``, ``$DLFS_DATA_DIR`` or the cache, or downloaded into the
-    cache, and verified by its MD5."""
+    in ``data_dir``, ``$DLFS_DATA_DIR``, beside this module or the cache, or
+    downloaded into the cache, and verified by its MD5."""
     name = FILES[split_name(split)]
-    return fetch(name, 'ptb', MIRRORS, MD5[name], data_dir)
+    return fetch(name, 'ptb', MIRRORS, MD5[name], data_dir, beside=DATASET_DIR)
 
 
 def read_words(path):

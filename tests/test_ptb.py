@@ -19,6 +19,15 @@ def md5(text):
     return hashlib.md5(text.encode()).hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def nothing_beside_the_module(tmp_path, monkeypatch):
+    """PTB files a reader put into dataset/ (the book's place) stay out of these tests."""
+    empty = tmp_path / 'beside'
+    empty.mkdir()
+    monkeypatch.setattr(ptb, 'DATASET_DIR', str(empty))
+    return empty
+
+
 @pytest.fixture
 def fake_ptb(tmp_path, monkeypatch):
     """A tiny PTB served over HTTP from a local server (the second of two
@@ -149,3 +158,64 @@ def test_load_files_errors(tmp_path):
     binary.write_bytes(b'\xff\xfe\x00abc')
     with pytest.raises(DataError, match='not UTF-8'):
         ptb.load_files(str(binary))
+
+
+def test_the_books_place_beside_the_module_is_searched(shared_data, tmp_path, monkeypatch, nothing_beside_the_module):
+    """The book keeps ptb.*.txt beside dataset/ptb.py: found there after --data-dir and
+    $DLFS_DATA_DIR, before the cache. Real valid and test files; the train file is the
+    first 400 lines of ptb.valid.txt (ptb.train.txt is not on these machines)."""
+    import shutil
+    assert ptb.DATASET_DIR == str(nothing_beside_the_module)
+    monkeypatch.undo()
+    assert ptb.DATASET_DIR == os.path.dirname(os.path.abspath(ptb.__file__))     # dataset/, by default
+    beside = tmp_path / 'dataset'
+    beside.mkdir()
+    monkeypatch.setattr(ptb, 'DATASET_DIR', str(beside))
+    monkeypatch.setattr(ptb, 'MIRRORS', [])                                      # no download
+    monkeypatch.setenv('DLFS_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.delenv('DLFS_DATA_DIR', raising=False)
+    real = os.path.join(shared_data, 'ptb')
+    for name in ('ptb.valid.txt', 'ptb.test.txt'):
+        shutil.copy(os.path.join(real, name), beside / name)
+    with open(os.path.join(real, 'ptb.valid.txt')) as f:
+        train = ''.join(f.readlines()[:400])
+    (beside / 'ptb.train.txt').write_text(train)
+    monkeypatch.setitem(ptb.MD5, 'ptb.train.txt', md5(train))
+
+    corpus, word_to_id, id_to_word = ptb.load_data('train')
+    assert len(corpus) == len(train.split()) + 400 and id_to_word[int(corpus[-1])] == '<eos>'
+    valid, _, _ = ptb.load_data('val')
+    test, _, _ = ptb.load_data('test')
+    assert (len(valid), len(test)) == (73760, 82430)
+    np.testing.assert_array_equal(valid[:len(corpus)], corpus)                    # the same first lines
+    assert ptb.path('test') == str(beside / 'ptb.test.txt')
+
+    mine, env = tmp_path / 'mine', tmp_path / 'env'
+    for d in (mine, env):
+        d.mkdir()
+        shutil.copy(os.path.join(real, 'ptb.test.txt'), d / 'ptb.test.txt')
+    monkeypatch.setenv('DLFS_DATA_DIR', str(env))
+    assert ptb.path('test', str(mine)) == str(mine / 'ptb.test.txt')             # --data-dir first
+    assert ptb.path('test') == str(env / 'ptb.test.txt')                          # then $DLFS_DATA_DIR
+    monkeypatch.delenv('DLFS_DATA_DIR')
+    (tmp_path / 'cache').mkdir(exist_ok=True)
+    shutil.copy(os.path.join(real, 'ptb.test.txt'), tmp_path / 'cache' / 'ptb.test.txt')
+    assert ptb.path('test') == str(beside / 'ptb.test.txt')                       # before the cache
+    (beside / 'ptb.test.txt').write_text(' tampered \n')
+    with pytest.raises(DataError, match=r'dataset/ptb\.test\.txt has MD5 .* expected'):        # and checked
+        ptb.path('test')
+
+
+def test_beside_is_an_option_of_the_shared_lookup(tmp_path, monkeypatch):
+    monkeypatch.setenv('DLFS_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.setenv('DLFS_DATA_DIR', str(tmp_path / 'env'))
+    assert download.search_dirs('given', beside='here') == ['given', str(tmp_path / 'env'), 'here',
+                                                            download.cache_dir()]
+    assert download.search_dirs('given') == ['given', str(tmp_path / 'env'), download.cache_dir()]
+    (tmp_path / 'env').mkdir()
+    here = tmp_path / 'here'
+    (here / 'corpus').mkdir(parents=True)
+    (here / 'corpus' / 'a.txt').write_text('x\n')
+    assert download.fetch('a.txt', 'corpus', [], beside=str(here)) == str(here / 'corpus' / 'a.txt')
+    with pytest.raises(DataError, match='a.txt not found in .*/elsewhere, '):
+        download.fetch('a.txt', 'corpus', [], beside=str(tmp_path / 'elsewhere'), download=False)

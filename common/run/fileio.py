@@ -99,9 +99,9 @@ def load_npz(path, kind='parameter file'):
     except OSError as exc:
         raise CheckpointError(f"cannot read {path} ({exc.strerror}): check its permissions") from None
     if not b'PK\x03\x04'.startswith(magic):     # every .npz starts with a zip entry; shorter: truncated
-        pickled = ("; it is a pickle (the book's own code writes those), which this framework never loads "
-                   "because unpickling can run code: save the parameters again with this framework"
-                   if magic[:1] == b'\x80' else '')    # the opcode that starts pickle protocol 2 and later
+        pickled = ("; it is a pickle (the book's save_params writes those): a model's load_params reads the "
+                   "book's parameter pickles, and scripts/convert_book_weights.py turns one into a file of "
+                   "this framework" if magic[:1] == b'\x80' else '')    # the opcode that starts pickle protocol 2+
         raise CheckpointError(f"{path} is not a {kind} written by this framework (not an .npz archive, or its "
                               f"first bytes are damaged): check the path{pickled}")
     # Any exception while parsing a damaged file (numpy's header parser alone
