@@ -157,7 +157,7 @@ def main(argv=None):
     train, valid, test, word_to_id, source = load_corpora(args)
     vocab_size = len(word_to_id)
     model = BetterRnnlm(vocab_size, args.wordvec_size, args.hidden_size, args.dropout, cell=args.cell,
-                        **regularisation_options(args))
+                        dtype=args.dtype, **regularisation_options(args))
     print(f'data: {source}: {len(train)} / {len(valid)} / {len(test)} tokens, vocabulary {vocab_size} '
           f'({time.time() - t0:.1f}s)')
     print(f'model: {model.describe()}, {model.param_count():,} parameters, '

@@ -119,7 +119,7 @@ def main(argv=None):
                                args.max_chars)
     vocab = corpus.vocab
     model = Rnnlm(len(vocab), args.embed_size, args.hidden_size, num_layers=args.layers,
-                  dropout_ratio=args.dropout, cell=args.cell, tie_weights=args.tie)
+                  dropout_ratio=args.dropout, cell=args.cell, tie_weights=args.tie, dtype=args.dtype)
     test_size = 0 if corpus.test is None else len(corpus.test)
     print(f'data: {corpus.description}: {len(corpus.train)} / {len(corpus.valid)} / {test_size} tokens, '
           f"vocabulary {len(vocab)}{' (with <bos>, <eos>)' if args.sentences else ''} ({time.time() - t0:.1f}s)")
