@@ -114,11 +114,11 @@ def test_a_rank_that_raises_ends_the_job_with_one_line(tmp_path, kind, line):
     assert 'Traceback' not in r.stderr
 
 
-def signal_rank_1(cmd, out, sig, **extra_env):
-    """Start ``mpiexec -n 2 cmd``; once its first checkpoint is written send
-    ``sig`` to rank 1. Returns (seconds until the job ended, its status,
-    stdout and stderr, rank 1's PID)."""
-    job = start_python(cmd[0], extra_env, *cmd[1:], mpi=2, threads=1)
+def signal_rank_1(cmd, out, sig, mpi=2, **extra_env):
+    """Start ``mpiexec -n 2 cmd`` (``mpi=0``: ``cmd`` alone, which starts its
+    ranks itself); once its first checkpoint is written send ``sig`` to rank 1.
+    Returns (seconds until the job ended, its status, stdout, stderr, rank 1's PID)."""
+    job = start_python(cmd[0], extra_env, *cmd[1:], mpi=mpi, threads=1)
     try:
         ranks = wait_for_ranks(job, 2)
         wait_for(lambda: os.path.exists(os.path.join(out, 'checkpoint.npz')), job)
@@ -126,7 +126,7 @@ def signal_rank_1(cmd, out, sig, **extra_env):
         os.kill(ranks[1], sig)
         sent = time.monotonic()
         out_text, err = job.communicate(timeout=60)
-        return time.monotonic() - sent, job.returncode, out_text + err, ranks[1]
+        return time.monotonic() - sent, job.returncode, out_text, err, ranks[1]
     finally:
         job.kill()
 
@@ -134,25 +134,27 @@ def signal_rank_1(cmd, out, sig, **extra_env):
 @needs_mpi
 def test_a_hanging_rank_ends_the_job_after_the_timeout(tmp_path):
     out = str(tmp_path)
-    seconds, status, text, _ = signal_rank_1([PROGRAM, out, '--epochs', '200', '--sleep', '0.02'], out,
-                                             signal.SIGSTOP, DLFS_MPI_TIMEOUT='2')    # rank 1 stops answering
+    seconds, status, text, err, _ = signal_rank_1([PROGRAM, out, '--epochs', '200', '--sleep', '0.02'], out,
+                                                  signal.SIGSTOP, DLFS_MPI_TIMEOUT='2')   # rank 1 stops answering
     assert seconds < 20 and status != 0
-    assert re.search(r'^error: rank 0: no answer from the other ranks for 2 s in ', text, re.M), text
+    assert re.search(r'^error: rank 0: no answer from the other ranks for 2 s in ', text + err, re.M), text + err
 
 
 @needs_mpi
-def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path, shared_data):
+def test_a_killed_rank_is_one_line_with_the_resume_command_and_the_checkpoint_resumes(tmp_path, shared_data):
     out = str(tmp_path)
     checkpoint = os.path.join(out, 'checkpoint.npz')
-    seconds, status, text, pid = signal_rank_1([SCRIPT, *tiny_script_args(shared_data, out), '--max-epoch', '100'],
-                                               out, signal.SIGKILL)
+    cmd = [SCRIPT, *tiny_script_args(shared_data, out), '--max-epoch', '100', '--processes', '2']
+    seconds, status, text, err, pid = signal_rank_1(cmd, out, signal.SIGKILL, mpi=0)
     assert seconds < 10 and status != 0
-    # mpiexec names the PID it lost; rank 0's start line says which rank had it
-    assert re.search(rf'PID {pid}\b', text), text
+    assert err.splitlines() == [f'error: rank 1 (pid {pid}) was killed (signal 9) and the job stopped: resume '
+                                f'from the last checkpoint with --resume {checkpoint}'], err
+    assert 'BAD TERMINATION' not in text + err and '=====' not in text
     from common.run.checkpoint import load_checkpoint
     done = load_checkpoint(checkpoint).state.epoch                      # the checkpoint is whole
     assert done >= 1
-    r = ok(launch(2, '--resume', checkpoint, '--max-epoch', done + 1, program=SCRIPT))
+    r = ok(launch(0, '--resume', checkpoint, '--max-epoch', done + 1, '--processes', '2', program=SCRIPT))
+    assert 'data-parallel: 2 processes' in r.stdout
     assert f'resumed from {checkpoint}: {done} epochs done' in r.stdout
     assert f'| epoch {done + 1} |' in r.stdout and '| end |' in r.stdout
 
@@ -313,6 +315,23 @@ def test_a_batch_the_ranks_cannot_share_is_one_line(tmp_path, shared_data, flag,
     assert r.stderr.strip() == (f'error: {flag} 3 is not divisible by the 2 processes (each takes an equal '
                                 f'block of rows): use a multiple of 2')
     assert not os.path.exists(os.path.join(str(tmp_path), 'log.jsonl'))
+
+
+@needs_mpi
+def test_processes_other_than_mpiexecs_is_one_line(tmp_path, shared_data):
+    r = launch(2, *tiny_script_args(shared_data, str(tmp_path)), '--processes', '3', program=SCRIPT, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip() == 'error: --processes 3 but mpiexec started 2 processes: give one of the two'
+
+
+def test_processes_without_mpiexec_is_one_line(tmp_path, shared_data):
+    bare = tmp_path / 'bin'
+    bare.mkdir()
+    r = launch(0, *tiny_script_args(shared_data, str(tmp_path)), '--processes', '2', program=SCRIPT,
+               extra_env={'PATH': str(bare)})
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: --processes 2 starts the ranks with mpiexec, which is not installed: "
+                                "pip install mpi4py mpich (or pip install -e '.[mpi]')")
 
 
 @needs_mpi

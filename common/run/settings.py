@@ -142,6 +142,7 @@ FLAGS = (
     ('training', '--seed', dict(type=int)),
     ('training', '--dtype', dict(choices=['float32', 'float64'])),
     ('training', '--gpu', dict(action='store_true')),
+    ('training', '--processes', dict(type=positive_int, default=1, metavar='K')),
     ('output', '--out-dir', {}),
     ('output', '--save', {}),
     ('checkpoint', '--resume', dict(metavar='PATH')),
@@ -233,6 +234,9 @@ TRAINING_HELP = {
              "the same thing (e.g. one process against mpiexec -n 2, 1 thread against 2), since float32 "
              "rounding differences grow in training (docs/distributed.md)",
     'gpu': 'run on CUDA through CuPy',
+    'processes': 'train data-parallel on K processes: starts mpiexec -n K with this command, BLAS threads '
+                 'shared out, and a rank that dies reported in one line (pip install -e ".[mpi]"; '
+                 'docs/distributed.md)',
     'out_dir': 'directory for log.jsonl and the plots',
     'save': 'write the best parameters (with the vocabulary) here (.npz); default <out-dir>/{model_file}',
     'resume': "continue the run saved in this checkpoint; options not given on the command line are the "
