@@ -26,7 +26,9 @@ Faults end the whole job, never hang it (see docs/distributed.md):
 * a collective that waits longer than ``DLFS_MPI_TIMEOUT`` seconds (default
   300) means a peer hangs: the waiting rank prints one line and aborts;
 * a rank killed by a signal is seen by mpiexec (MPICH's Hydra), which kills
-  the others at once and names the PID; rank 0's start line maps PIDs to ranks.
+  the others at once and names the PID; rank 0's start line maps PIDs to ranks,
+  and a script started with ``--processes K`` says it in one line
+  (:mod:`common.parallel.launch`).
 
 Like :mod:`common.run.cli`, this module does not import ``common.np`` at import
 time: the GPU of a rank is chosen before the backend is.
