@@ -45,7 +45,7 @@ HELP = {'lr': 'Adam learning rate',
 #: Shared training flags this benchmark has no use for (both sides could not
 #: honour them alike, or --seconds says it): hidden from --help, an error when given.
 UNUSED = ('max_epoch', 'max_seconds', 'grad_norm_interval', 'asgd_nonmono', 'asgd_restarts', 'asgd_latest',
-          'weight_decay', 'variable_bptt', 'gpu', 'resume', 'checkpoint')
+          'weight_decay', 'variable_bptt', 'dtype', 'gpu', 'processes', 'resume', 'checkpoint')
 
 
 def build_parser():

@@ -27,6 +27,7 @@ from argparse import BooleanOptionalAction
 from common.run.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_float, parse_args, positive_int,
                         ratio, run, select_backend)
 from common.parallel.communicator import world
+from common.parallel.launch import start_ranks
 from common.run.settings import TrainSettings, add_training_flags
 
 #: The book's chapter-6 hyperparameters, with learning rate 10 (stable for the GRU).
@@ -140,9 +141,12 @@ def load_corpora(args):
 
 def main(argv=None):
     args, resume = parse_recipe_args(argv)
+    settings = TrainSettings.from_args(args, resume, model_file=DEFAULTS['model_file'])
+    ranks = start_ranks(args, argv, settings.checkpoint_path)
+    if ranks is not None:                    # --processes K: the K ranks ran the job
+        return ranks
     backend = select_backend(args.gpu)
     check_output_dir(args.out_dir)
-    settings = TrainSettings.from_args(args, resume, model_file=DEFAULTS['model_file'])
     if args.seed is not None:
         backend.seed(args.seed)
 
@@ -157,7 +161,7 @@ def main(argv=None):
     train, valid, test, word_to_id, source = load_corpora(args)
     vocab_size = len(word_to_id)
     model = BetterRnnlm(vocab_size, args.wordvec_size, args.hidden_size, args.dropout, cell=args.cell,
-                        **regularisation_options(args))
+                        dtype=args.dtype, **regularisation_options(args))
     print(f'data: {source}: {len(train)} / {len(valid)} / {len(test)} tokens, vocabulary {vocab_size} '
           f'({time.time() - t0:.1f}s)')
     print(f'model: {model.describe()}, {model.param_count():,} parameters, '

@@ -28,6 +28,7 @@ import time
 from common.run.cli import (ArgumentParser, HelpFormatter, check_output_dir, nonnegative_int, parse_args, positive_int,
                         ratio, run, select_backend)
 from common.parallel.communicator import world
+from common.parallel.launch import start_ranks
 from common.run.settings import TrainSettings, add_training_flags
 
 OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'adam')
@@ -96,9 +97,12 @@ def make_optimizer(name, lr):
 
 def main(argv=None):
     args, resume = parse_args(build_parser(), argv)
+    settings = TrainSettings.from_args(args, resume, unit='char', model_file=DEFAULTS['model_file'])
+    ranks = start_ranks(args, argv, settings.checkpoint_path)
+    if ranks is not None:                    # --processes K: the K ranks ran the job
+        return ranks
     backend = select_backend(args.gpu)
     check_output_dir(args.out_dir)
-    settings = TrainSettings.from_args(args, resume, unit='char', model_file=DEFAULTS['model_file'])
     if args.seed is not None:
         backend.seed(args.seed)
 
@@ -119,7 +123,7 @@ def main(argv=None):
                                args.max_chars)
     vocab = corpus.vocab
     model = Rnnlm(len(vocab), args.embed_size, args.hidden_size, num_layers=args.layers,
-                  dropout_ratio=args.dropout, cell=args.cell, tie_weights=args.tie)
+                  dropout_ratio=args.dropout, cell=args.cell, tie_weights=args.tie, dtype=args.dtype)
     test_size = 0 if corpus.test is None else len(corpus.test)
     print(f'data: {corpus.description}: {len(corpus.train)} / {len(corpus.valid)} / {test_size} tokens, '
           f"vocabulary {len(vocab)}{' (with <bos>, <eos>)' if args.sentences else ''} ({time.time() - t0:.1f}s)")

@@ -104,6 +104,7 @@ def test_common_top_level_holds_the_book_modules_and_few_others():
 
 @pytest.mark.parametrize('modules', [
     'common.run.settings', 'common.run.cli', 'common.run.checkpoint', 'common.parallel.communicator',
+    'common.parallel.launch',
     'common.config, common.errors'])
 def test_modules_a_script_reads_before_choosing_the_backend_do_not_load_it(modules):
     code = (f'import sys\nimport {modules}\n'

@@ -15,6 +15,13 @@ truncated at window ends, as for continuous text) and is reset before every
 group, so no state crosses from one sequence to another. Padded positions
 read a valid id (the sequence's ``<bos>``) and have the target
 ``ignore_label = -1``: the loss and the gradients do not see them.
+
+On K processes (``mpiexec -n K``, :meth:`SentenceTrainer.share`) each rank
+trains a block of every group's rows, as for continuous text. A group need
+not split into equal blocks, and its blocks hold different numbers of real
+tokens, so each rank weights its loss and gradients by its share of the
+window's tokens, ``K · n_rank / n``: the mean over the ranks is then the
+mean over all the window's tokens, what one process computes.
 """
 import math
 
@@ -89,6 +96,18 @@ class SentenceTrainer(RnnlmTrainer):
         self.bos_id = bos_id
         self.batches = None
         self._windows = iter(())
+        self.ranks = None        # (rank, K) on K processes: this rank's block of each group's rows
+        self.token_share = 1.0   # K · (this rank's real tokens) / (the window's), 1 in one process
+
+    def share(self, rank, size):
+        """Train ``rank``'s block of every group's rows, of ``size`` ranks; the
+        gradients are weighted by the block's share of the tokens before they
+        are averaged (a gradient step, the first)."""
+        self.ranks = (rank, size)
+        self.grad_steps.insert(0, scale_by_token_share)
+
+    def add_loss(self, loss):
+        super().add_loss(loss * self.token_share if self.ranks else loss)
 
     def epoch_iters(self, xs, ts, batch_size, time_size):
         self.batches = SentenceBatches(xs, ts, self.bos_id, batch_size)
@@ -110,7 +129,31 @@ class SentenceTrainer(RnnlmTrainer):
         if window is None:                   # a new epoch
             self._windows = self._epoch_windows(time_size)
             window = next(self._windows)
+        if self.ranks:
+            window = self._rank_block(*window)
         return gather(xs, ts, *window)
+
+    def _rank_block(self, positions, valid):
+        """This rank's rows of a window (maybe none, when a group has fewer
+        rows than there are ranks); the dropout masks and the token share follow."""
+        rank, size = self.ranks
+        rows = block(len(valid), rank, size)
+        backend.share_rows(rows, len(valid))
+        self.token_share = size * int(valid[rows].sum()) / int(valid.sum())
+        return positions[rows], valid[rows]
+
+
+def block(n, rank, size):
+    """Rank ``rank``'s contiguous block of ``n`` rows cut as evenly as ``size``
+    ranks allow (the blocks differ by at most one row; some may be empty)."""
+    return slice(rank * n // size, (rank + 1) * n // size)
+
+
+def scale_by_token_share(trainer):
+    """Gradient step: weight this rank's gradients by its share of the tokens."""
+    if trainer.token_share != 1.0:
+        for g in trainer.model.grads:
+            g *= trainer.token_share
 
 
 def eval_sentences(model, corpus, bos_id, batch_size=10, time_size=35):

@@ -26,7 +26,9 @@ Faults end the whole job, never hang it (see docs/distributed.md):
 * a collective that waits longer than ``DLFS_MPI_TIMEOUT`` seconds (default
   300) means a peer hangs: the waiting rank prints one line and aborts;
 * a rank killed by a signal is seen by mpiexec (MPICH's Hydra), which kills
-  the others at once and names the PID; rank 0's start line maps PIDs to ranks.
+  the others at once and names the PID; rank 0's start line maps PIDs to ranks,
+  and a script started with ``--processes K`` says it in one line
+  (:mod:`common.parallel.launch`).
 
 Like :mod:`common.run.cli`, this module does not import ``common.np`` at import
 time: the GPU of a rank is chosen before the backend is.
@@ -45,6 +47,35 @@ from common.errors import BackendError, ConfigError
 SIZE_VARS = ('PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'MV2_COMM_WORLD_SIZE')
 RANK_VARS = ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'MV2_COMM_WORLD_RANK')
 MPI_INSTALL_HINT = "pip install mpi4py mpich (or pip install -e '.[mpi]')"
+#: The BLAS and OpenMP thread counts; a user who sets one chooses the threads of every rank.
+THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
+
+
+def cores():
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not Linux
+        return os.cpu_count() or 1
+
+
+def share_cores(local_size, environ=os.environ):
+    """K ranks on one machine: each limits its BLAS to cores // K threads
+    (threadpoolctl, the ``mpi`` extra), unless the user set the thread count;
+    otherwise K ranks would each start a thread per core and wait on one
+    another inside every product. Returns the threads of each rank (None: unknown)."""
+    chosen = [environ[name] for name in THREAD_VARS if name in environ]
+    if chosen:
+        return int(chosen[0]) if chosen[0].isdigit() else None
+    if local_size < 2:
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    limit = max(1, cores() // local_size)
+    threadpool_limits(limits=limit)
+    return limit
 
 
 def launched_size(environ=os.environ):
@@ -144,6 +175,7 @@ class MpiCommunicator:
         self.is_root = self.rank == 0
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        self.threads = share_cores(self.local_size)
         self.exit_comm = self.comm.Dup()     # for exit_together: never mixed with a pending collective
         self.places = self.comm.allgather((os.getpid(), socket.gethostname()))
         self.timeout = mpi_timeout()
@@ -201,7 +233,8 @@ class MpiCommunicator:
 
     def describe(self):
         ranks = ', '.join(f'{r}: pid {pid} on {host}' for r, (pid, host) in enumerate(self.places))
-        return f'{self.size} processes over MPI (rank {ranks})'
+        threads = '' if self.threads is None else f", {self.threads} BLAS thread{'s' if self.threads > 1 else ''} each"
+        return f'{self.size} processes over MPI (rank {ranks}){threads}'
 
     def use_gpu(self):
         """Choose this rank's GPU by its node-local rank (before CuPy allocates anything)."""

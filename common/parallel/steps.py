@@ -99,12 +99,13 @@ class FollowRoot(Part):
 
 def split_rows(comm, trainer, batch_size, eval_batch_size, sentences=False):
     """Give ``trainer`` and the dropout masks this rank's block of rows; one
-    line for a batch size the ranks cannot share."""
+    line for a batch size the ranks cannot share. In sentence mode a block of
+    every group (:meth:`SentenceTrainer.share`); evaluation is not split there."""
     if comm.size == 1:
         return
     if sentences:
-        raise ConfigError(f'--sentences does not run on several processes (its batches vary in size): '
-                          f'run it as one process, without mpiexec')
+        trainer.share(comm.rank, comm.size)
+        return
     comm.rows(eval_batch_size, '--eval-batch-size')
     trainer.rows = comm.rows(batch_size)
     backend.share_rows(trainer.rows, batch_size)

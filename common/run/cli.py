@@ -137,7 +137,7 @@ def check_output_dir(path, flag='--out-dir'):
 
 #: Options that describe the machine rather than the run: --resume never takes them from the checkpoint.
 #: (The flags themselves, --resume and --checkpoint among them: :mod:`common.run.settings`.)
-NOT_RESUMED = ('resume', 'gpu')
+NOT_RESUMED = ('resume', 'gpu', 'processes')   # where to run: this command's, not the checkpoint's
 _UNSET = object()
 
 

@@ -51,6 +51,7 @@ class TrainSettings:
     asgd_latest: float = 0.0               # NT-ASGD: average at the latest once this fraction of the budget is spent
     weight_decay: float = 0.0              # L2 on every weight in the SGD update: g + λ·p
     variable_bptt: bool = False            # draw each window's length around time_size, lr scaled by it
+    dtype: str = 'float32'                 # the model's floats; float64 to compare runs beyond float32 rounding
 
     #: Settings that may change on resume without a remark: where files go.
     PLACES = ('out_dir', 'save_path', 'checkpoint_path', 'resume_lr')
@@ -139,7 +140,9 @@ FLAGS = (
     ('training', '--weight-decay', dict(type=nonnegative_float, metavar='λ')),
     ('training', '--variable-bptt', dict(action=BooleanOptionalAction)),
     ('training', '--seed', dict(type=int)),
+    ('training', '--dtype', dict(choices=['float32', 'float64'])),
     ('training', '--gpu', dict(action='store_true')),
+    ('training', '--processes', dict(type=positive_int, default=1, metavar='K')),
     ('output', '--out-dir', {}),
     ('output', '--save', {}),
     ('checkpoint', '--resume', dict(metavar='PATH')),
@@ -227,7 +230,13 @@ TRAINING_HELP = {
     'weight_decay': 'L2 weight decay λ in the SGD update, p ← p − lr·(g + λ·p) (AWD-LSTM: 1.2e-6; 0: none)',
     'variable_bptt': "draw each iteration's window length around --time-size (T with probability 0.95, else "
                      "T/2; then N(., 5), at least 5) and scale the learning rate by length / T, as AWD-LSTM",
+    'dtype': "the model's floating-point type: float32 trains; float64 is for checking that two runs compute "
+             "the same thing (e.g. one process against mpiexec -n 2, 1 thread against 2), since float32 "
+             "rounding differences grow in training (docs/distributed.md)",
     'gpu': 'run on CUDA through CuPy',
+    'processes': 'train data-parallel on K processes: starts mpiexec -n K with this command, BLAS threads '
+                 'shared out, and a rank that dies reported in one line (pip install -e ".[mpi]"; '
+                 'docs/distributed.md)',
     'out_dir': 'directory for log.jsonl and the plots',
     'save': 'write the best parameters (with the vocabulary) here (.npz); default <out-dir>/{model_file}',
     'resume': "continue the run saved in this checkpoint; options not given on the command line are the "
