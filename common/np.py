@@ -1,4 +1,4 @@
-"""The book's backend switch: ``from common.np import *`` gives ``np``.
+"""The book's backend switch: ``from common.np import *`` gives ``np`` and ``GPU``.
 
 ``np`` is NumPy, or CuPy when :data:`common.config.GPU` is true at the first
 import. The choice, and the few helpers whose NumPy and CuPy spellings differ
@@ -6,4 +6,4 @@ import. The choice, and the few helpers whose NumPy and CuPy spellings differ
 """
 from common.backend import GPU, np  # noqa: F401
 
-__all__ = ['np']
+__all__ = ['np', 'GPU']        # what the book's module gives a star import
