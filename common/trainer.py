@@ -34,9 +34,10 @@ class ClipGrads:
         trainer.norm_sum += clip_grads(trainer.model.grads, self.max_norm)
 
 
-class Events:
-    """What both trainers give their parts (:mod:`common.run.parts`): the
-    events, and the one way to end training early."""
+class BaseTrainer:
+    """What both trainers share: the events their parts see
+    (:mod:`common.run.parts`), the one way to end training early, the sums of
+    the losses, the plot of the reports."""
 
     parts = ()
     stopped = None
@@ -56,8 +57,23 @@ class Events:
         if self.stopped is None or (reason == 'diverged' and self.stopped.reason != 'diverged'):
             self.stopped = Stop(reason, self.first + self.done if at is None else at)
 
+    def add_loss(self, loss):
+        self.loss = loss
+        self.window_loss += loss
+        self.epoch_loss += loss
+        self.window_count += 1
+        self.done += 1
 
-class Trainer(Events):
+    def plot_reports(self, values, ylabel, path=None, ylim=None):
+        """Plot the reported ``values``. With ``path`` write a PNG there (works
+        without a display) and return the path; without it show the figure."""
+        from common.run.plotting import line_plot     # matplotlib only when a plot is asked for
+        x = numpy.arange(len(values))
+        xlabel = 'iterations (x' + str(self.eval_interval) + ')'
+        return line_plot({'train': (x, values)}, xlabel, ylabel, path=path, ylim=ylim)
+
+
+class Trainer(BaseTrainer):
     """Train a model on mini-batches of independent samples (the book's
     ``Trainer``: chapters 1-4 and the seq2seq models of chapters 7-8).
 
@@ -130,13 +146,6 @@ class Trainer(Events):
         self.done, self.epoch_loss, self.norm_sum = 0, 0, 0
         self.emit('epoch_start')
 
-    def add_loss(self, loss):
-        self.loss = loss
-        self.window_loss += loss
-        self.epoch_loss += loss
-        self.window_count += 1
-        self.done += 1
-
     @property
     def epoch_total(self):
         """The epoch's summed loss as a float (one host read)."""
@@ -156,15 +165,11 @@ class Trainer(Events):
         self.window_loss, self.window_count = 0, 0
 
     def plot(self, ylim=None, path=None):
-        """Plot ``loss_list``. With ``path`` write a PNG there (works without a
-        display) and return the path; without it show the figure."""
-        from common.run.plotting import line_plot     # matplotlib only when a plot is asked for
-        x = numpy.arange(len(self.loss_list))
-        xlabel = 'iterations (x' + str(self.eval_interval) + ')'
-        return line_plot({'train': (x, self.loss_list)}, xlabel, 'loss', path=path, ylim=ylim)
+        """Plot ``loss_list`` (see :meth:`BaseTrainer.plot_reports`)."""
+        return self.plot_reports(self.loss_list, 'loss', path, ylim)
 
 
-class RnnlmTrainer(Events):
+class RnnlmTrainer(BaseTrainer):
     """Train a language model with truncated backpropagation through time.
 
     Batching follows the book: row i of every batch starts at offset
@@ -253,13 +258,6 @@ class RnnlmTrainer(Events):
         change how, e.g. the learning rate of this one update)."""
         self.optimizer.update(self.model.params, self.model.grads)
 
-    def add_loss(self, loss):
-        self.loss = loss
-        self.window_loss += loss
-        self.epoch_loss += loss
-        self.window_count += 1
-        self.done += 1
-
     def report(self, step_start):
         """The book's report line; one host read of the window's loss. A part's
         ``report`` sees ``window`` first and may stop training instead."""
@@ -322,12 +320,8 @@ class RnnlmTrainer(Events):
         return max_iters
 
     def plot(self, path=None, ylim=None):
-        """Plot ``ppl_list``. With ``path`` write a PNG there (works without a
-        display) and return the path; without it show the figure."""
-        from common.run.plotting import line_plot     # matplotlib only when a plot is asked for
-        x = numpy.arange(len(self.ppl_list))
-        xlabel = 'iterations (x' + str(self.eval_interval) + ')'
-        return line_plot({'train': (x, self.ppl_list)}, xlabel, 'perplexity', path=path, ylim=ylim)
+        """Plot ``ppl_list`` (see :meth:`BaseTrainer.plot_reports`)."""
+        return self.plot_reports(self.ppl_list, 'perplexity', path, ylim)
 
 
 def _exp(x):
