@@ -123,6 +123,8 @@ def test_ch08_train_with_attention_on_dates(data, tmp_path, monkeypatch, capsys)
     weights = model.decoder.attention.attention_weights
     assert len(weights) == 10 and weights[0].shape == (1, 29)                      # one per answer character
     np.testing.assert_allclose([float(w.sum()) for w in weights], 1.0, rtol=1e-5)
+    d = np.array(weights)
+    assert d.reshape(d.shape[0], d.shape[2]).shape == (10, 29)                      # the attention map drawn
 
     model.save_params()                                                             # ch08/train.py's last step
     assert os.path.isfile('AttentionSeq2seq.pkl')
