@@ -332,7 +332,7 @@ def _exp(x):
 # -- weights listed twice ------------------------------------------------------------
 
 _SHARING = {}           # listing key -> (params, grads, kept indices, additions); the last few seen
-_SHARING_SIZE = 8
+_SHARING_SIZE = 4
 
 
 def remove_duplicate(params, grads):
