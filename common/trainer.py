@@ -1,4 +1,6 @@
-"""RnnlmTrainer: truncated BPTT over one long corpus, as in the book.
+"""The book's two training loops: ``Trainer`` (mini-batches of independent
+samples, chapters 1-4 and 7-8) and ``RnnlmTrainer`` (truncated BPTT over one
+long corpus, chapters 5-6), and ``remove_duplicate``.
 
 ``fit`` is the book's loop: batch, forward, backward, the gradient steps,
 update, the after-iteration steps, and a report line every ``eval_interval``
@@ -17,7 +19,7 @@ from common import backend
 from common.errors import DataError
 from common.run.parts import DivergenceWatch, ProgressBar, Stop
 from common.run.progress import describe_ppl, write
-from common.tying import merge_shared_params
+from common.tying import address, find_shared, merge_shared_params
 from common.util import clip_grads, window_indices
 
 
@@ -32,7 +34,142 @@ class ClipGrads:
         trainer.norm_sum += clip_grads(trainer.model.grads, self.max_norm)
 
 
-class RnnlmTrainer:
+class BaseTrainer:
+    """What both trainers share: the events their parts see
+    (:mod:`common.run.parts`), the one way to end training early, the sums of
+    the losses, the plot of the reports."""
+
+    parts = ()
+    stopped = None
+
+    def emit(self, event):
+        for part in self.parts:
+            getattr(part, event)(self)
+
+    def stop(self, reason, at=None):
+        """End ``fit`` after this iteration, ``at`` iterations into the epoch
+        (default: those done, counting the ``start`` ones). The first reason
+        given wins, with one exception: ``'diverged'`` replaces an earlier stop
+        for any other reason. A Ctrl-C ('interrupt') or time-budget ('time')
+        stop whose epoch then turns out to have diverged (the divergence watch
+        looks once more at the epoch's end) is a divergence: the run goes back
+        to its last good state instead of keeping or saving this one."""
+        if self.stopped is None or (reason == 'diverged' and self.stopped.reason != 'diverged'):
+            self.stopped = Stop(reason, self.first + self.done if at is None else at)
+
+    def add_loss(self, loss):
+        self.loss = loss
+        self.window_loss += loss
+        self.epoch_loss += loss
+        self.window_count += 1
+        self.done += 1
+
+    def plot_reports(self, values, ylabel, path=None, ylim=None):
+        """Plot the reported ``values``. With ``path`` write a PNG there (works
+        without a display) and return the path; without it show the figure."""
+        from common.run.plotting import line_plot     # matplotlib only when a plot is asked for
+        x = numpy.arange(len(values))
+        xlabel = 'iterations (x' + str(self.eval_interval) + ')'
+        return line_plot({'train': (x, values)}, xlabel, ylabel, path=path, ylim=ylim)
+
+
+class Trainer(BaseTrainer):
+    """Train a model on mini-batches of independent samples (the book's
+    ``Trainer``: chapters 1-4 and the seq2seq models of chapters 7-8).
+
+    Every epoch draws a new order of the rows of (x, t) with
+    ``numpy.random.permutation`` (NumPy's global generator, as in the book, so
+    ``np.random.seed`` fixes a run; the orders compose over the epochs of one
+    ``fit`` as the book's reshuffled copies do) and cuts it into
+    ``len(x) // batch_size`` batches; the rows left over wait for another
+    order. Each iteration: forward, backward, :func:`remove_duplicate`,
+    clipping to ``max_grad``, update. Every ``eval_interval`` iterations (the
+    first of each epoch included) the mean loss since the last report is
+    printed and appended to ``loss_list``, which grows over every ``fit``.
+
+    ``parts``: as for :class:`RnnlmTrainer`; by default a progress bar and the
+    divergence watch.
+    """
+
+    def __init__(self, model, optimizer, parts=None):
+        self.model, self.optimizer = model, optimizer
+        self.parts = [ProgressBar(), DivergenceWatch()] if parts is None else list(parts)
+        self.loss_list = []
+        self.eval_interval = None
+        self.current_epoch = 0
+        self.first = self.done = 0
+
+    def fit(self, x, t, max_epoch=10, batch_size=32, max_grad=None, eval_interval=20):
+        """``max_epoch`` passes over the samples x[i] -> t[i] (arrays with the
+        samples along the first axis). Prints
+        ``| epoch 1 | iter 1 / 351 | time 0[s] | loss 2.56``."""
+        data_size = len(x)
+        self.max_iters = self.epoch_iters(data_size, batch_size)
+        self.eval_interval, self.stopped = eval_interval, None
+        x, t = backend.asarray(x), backend.asarray(t)       # one host-to-device copy per fit
+        model, optimizer = self.model, self.optimizer
+        self.window_loss, self.window_count = 0, 0          # as in the book, a window may span two epochs
+        self.start_time = time.time()
+        order = numpy.arange(data_size)
+
+        for _ in range(max_epoch):
+            order = order[numpy.random.permutation(numpy.arange(data_size))]
+            rows = backend.asarray(order)
+            self.begin_epoch()
+            for self.iteration in range(self.max_iters):
+                batch = rows[self.iteration * batch_size:(self.iteration + 1) * batch_size]
+                loss = model.forward(x[batch], t[batch])
+                model.backward()
+                params, grads = remove_duplicate(model.params, model.grads)
+                if max_grad is not None:
+                    self.norm_sum += clip_grads(grads, max_grad)
+                optimizer.update(params, grads)
+                self.add_loss(loss)
+                if eval_interval and self.iteration % eval_interval == 0:
+                    self.report()
+                self.emit('iteration')
+                if self.stopped:
+                    break
+            self.emit('epoch_end')
+            if self.stopped:
+                break
+            self.current_epoch += 1
+
+    @staticmethod
+    def epoch_iters(data_size, batch_size):
+        if data_size < batch_size:
+            raise DataError(f"{data_size} samples are fewer than one batch of batch_size={batch_size}: "
+                            f"use a smaller batch_size or more samples")
+        return data_size // batch_size
+
+    def begin_epoch(self):
+        self.done, self.epoch_loss, self.norm_sum = 0, 0, 0
+        self.emit('epoch_start')
+
+    @property
+    def epoch_total(self):
+        """The epoch's summed loss as a float (one host read)."""
+        return float(self.epoch_loss)
+
+    def report(self):
+        """The book's report line; parts' ``report`` first (one host read of the window's loss)."""
+        self.window = float(self.window_loss)
+        self.emit('report')
+        if self.stopped:
+            return
+        avg_loss = self.window / self.window_count
+        elapsed = time.time() - self.start_time
+        write('| epoch %d | iter %d / %d | time %d[s] | loss %.2f'
+              % (self.current_epoch + 1, self.iteration + 1, self.max_iters, elapsed, avg_loss))
+        self.loss_list.append(float(avg_loss))
+        self.window_loss, self.window_count = 0, 0
+
+    def plot(self, ylim=None, path=None):
+        """Plot ``loss_list`` (see :meth:`BaseTrainer.plot_reports`)."""
+        return self.plot_reports(self.loss_list, 'loss', path, ylim)
+
+
+class RnnlmTrainer(BaseTrainer):
     """Train a language model with truncated backpropagation through time.
 
     Batching follows the book: row i of every batch starts at offset
@@ -121,13 +258,6 @@ class RnnlmTrainer:
         change how, e.g. the learning rate of this one update)."""
         self.optimizer.update(self.model.params, self.model.grads)
 
-    def add_loss(self, loss):
-        self.loss = loss
-        self.window_loss += loss
-        self.epoch_loss += loss
-        self.window_count += 1
-        self.done += 1
-
     def report(self, step_start):
         """The book's report line; one host read of the window's loss. A part's
         ``report`` sees ``window`` first and may stop training instead."""
@@ -170,21 +300,6 @@ class RnnlmTrainer:
             self.epoch_loss = float(self.epoch_loss)
         return self.epoch_loss
 
-    def emit(self, event):
-        for part in self.parts:
-            getattr(part, event)(self)
-
-    def stop(self, reason, at=None):
-        """End ``fit`` after this iteration, ``at`` iterations into the epoch
-        (default: those done, counting the ``start`` ones). The first reason
-        given wins, with one exception: ``'diverged'`` replaces an earlier stop
-        for any other reason. A Ctrl-C ('interrupt') or time-budget ('time')
-        stop whose epoch then turns out to have diverged (the divergence watch
-        looks once more at the epoch's end) is a divergence: the run goes back
-        to its last good state instead of keeping or saving this one."""
-        if self.stopped is None or (reason == 'diverged' and self.stopped.reason != 'diverged'):
-            self.stopped = Stop(reason, self.first + self.done if at is None else at)
-
     def get_batch(self, x, t, batch_size, time_size):
         """(batch_size, time_size) inputs and targets at the current time index
         (the ``rows`` of them: a data-parallel rank's block)."""
@@ -205,14 +320,57 @@ class RnnlmTrainer:
         return max_iters
 
     def plot(self, path=None, ylim=None):
-        """Plot ``ppl_list``. With ``path`` write a PNG there (works without a
-        display) and return the path; without it show the figure."""
-        from common.run.plotting import line_plot     # matplotlib only when a plot is asked for
-        x = numpy.arange(len(self.ppl_list))
-        xlabel = 'iterations (x' + str(self.eval_interval) + ')'
-        return line_plot({'train': (x, self.ppl_list)}, xlabel, 'perplexity', path=path, ylim=ylim)
+        """Plot ``ppl_list`` (see :meth:`BaseTrainer.plot_reports`)."""
+        return self.plot_reports(self.ppl_list, 'perplexity', path, ylim)
 
 
 def _exp(x):
     """exp(x) as a perplexity: inf, not OverflowError, for a huge finite loss."""
     return math.exp(x) if x < 709.0 else math.inf
+
+
+# -- weights listed twice ------------------------------------------------------------
+
+_SHARING = {}           # listing key -> (params, grads, kept indices, additions); the last few seen
+_SHARING_SIZE = 4
+
+
+def remove_duplicate(params, grads):
+    """``(params, grads)`` with each shared weight once, its gradient the sum
+    of all of its gradients, as the book's function.
+
+    A weight listed again, as the same array or as its transpose (the book's
+    weight tying, ``TimeAffine(embed_W.T, ...)``), is left out and its
+    gradient added to the first one's in place (transposed back). A gradient
+    that is itself the kept one, or a view of it, is not added twice.
+
+    The book compares every pair of parameters, values included, on every
+    call. Here the sharing is read from where each array's memory lies
+    (:func:`common.tying.find_shared`) once per listing and kept, keyed by the
+    arrays' identities; a call then costs one pass over the two lists.
+    """
+    key = tuple(map(id, params)) + tuple(map(id, grads))
+    entry = _SHARING.get(key)
+    if entry is None:
+        entry = _sharing(params, grads)
+        if len(_SHARING) >= _SHARING_SIZE:
+            _SHARING.pop(next(iter(_SHARING)))
+        _SHARING[key] = entry       # holds the arrays, so no id in the key is reused meanwhile
+    _, _, keep, additions = entry
+    for i, j, transposed in additions:
+        grads[i] += grads[j].T if transposed else grads[j]
+    return [params[i] for i in keep], [grads[i] for i in keep]
+
+
+def _sharing(params, grads):
+    """(params, grads, the indices kept, the additions (i, j, transposed)) of one listing."""
+    shared = find_shared(params)
+    additions = []
+    for j, (i, transposed) in shared.items():
+        view = grads[j].T if transposed else grads[j]
+        same = (address(view) == address(grads[i]) and view.shape == grads[i].shape
+                and view.strides == grads[i].strides)
+        if not same:
+            additions.append((i, j, transposed))
+    keep = [i for i in range(len(params)) if i not in shared]
+    return list(params), list(grads), keep, additions

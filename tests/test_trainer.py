@@ -1,5 +1,5 @@
-"""RnnlmTrainer (common.trainer) on hand-checkable inputs: the book's batching, the report line,
-stops, divergence, the update step."""
+"""RnnlmTrainer and Trainer (common.trainer) on hand-checkable inputs: the book's batching, the
+report line, stops, divergence, the update step; remove_duplicate against the book's scan."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from common.errors import DataError
 from common.optimizer import SGD, Adam
 from common.run.parts import CtrlC, DivergenceWatch, ProgressBar
-from common.trainer import RnnlmTrainer
+from common.trainer import RnnlmTrainer, Trainer, remove_duplicate
 from common.util import eval_perplexity
 from ch_gru.rnnlm import Rnnlm
 from helpers.fakes import Recorder
@@ -286,3 +286,179 @@ def test_fit_updates_through_the_trainers_update():
     Counting(Recorder(1.0), SGD(0.1)).fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=2, time_size=5,
                                           eval_interval=0)
     assert Counting.updates == 20
+
+
+# -- Trainer: the book's loop over independent samples (chapters 1-4, 7-8) ----------
+
+class Losses(Recorder):
+    """A Recorder whose loss is the mean of the batch's targets."""
+
+    def __init__(self):
+        super().__init__(0.0)
+
+    def forward(self, xs, ts):
+        self.batches.append((xs.copy(), ts.copy(), None))
+        return float(ts.mean())
+
+
+def test_trainer_batches_are_the_books_shuffles(capsys):
+    x = np.arange(23) * 10
+    t = np.arange(23)
+    model = Losses()
+    np.random.seed(3)
+    Trainer(model, SGD(0.1)).fit(x, t, max_epoch=2, batch_size=5, eval_interval=None)
+    np.random.seed(3)
+    expected = []
+    bx, bt = x, t
+    for _ in range(2):                               # the book reshuffles the shuffled copy
+        idx = np.random.permutation(np.arange(23))
+        bx, bt = bx[idx], bt[idx]
+        expected += [(bx[i * 5:(i + 1) * 5], bt[i * 5:(i + 1) * 5]) for i in range(23 // 5)]
+    assert len(model.batches) == len(expected) == 8
+    for (xs, ts, _), (ex, et) in zip(model.batches, expected):
+        np.testing.assert_array_equal(xs, ex)
+        np.testing.assert_array_equal(ts, et)
+    assert capsys.readouterr().out == ''             # eval_interval=None: no report
+
+
+def test_trainer_report_lines_and_loss_list(capsys):
+    t = np.arange(12).astype(float)
+    model = Losses()
+    np.random.seed(0)
+    trainer = Trainer(model, SGD(0.1))
+    trainer.fit(t, t, max_epoch=2, batch_size=4, eval_interval=2)
+    losses = [float(ts.mean()) for _, ts, _ in model.batches]          # 3 per epoch
+    # reports at iterations 0 and 2 of each epoch; a window may span the epoch's end, as in the book
+    windows = [losses[0:1], losses[1:3], losses[3:4], losses[4:6]]
+    assert trainer.loss_list == pytest.approx([np.mean(w) for w in windows])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == '| epoch 1 | iter 1 / 3 | time 0[s] | loss %.2f' % losses[0]
+    assert [line[:26] for line in lines] == ['| epoch 1 | iter 1 / 3 | t', '| epoch 1 | iter 3 / 3 | t',
+                                             '| epoch 2 | iter 1 / 3 | t', '| epoch 2 | iter 3 / 3 | t']
+    assert trainer.current_epoch == 2
+    trainer.fit(t, t, max_epoch=1, batch_size=4, eval_interval=2)
+    assert len(trainer.loss_list) == 6 and trainer.current_epoch == 3     # loss_list grows over fits
+
+
+@pytest.mark.filterwarnings('ignore:invalid value:RuntimeWarning')
+def test_trainer_updates_clips_and_stops_at_divergence(capsys):
+    class Quadratic(Recorder):
+        """loss = ½‖w‖² on every batch, gradient w."""
+
+        def __init__(self, w):
+            super().__init__(0.0)
+            self.params, self.grads = [np.array(w, dtype=float)], [np.zeros(len(w))]
+
+        def forward(self, xs, ts):
+            return 0.5 * float(self.params[0] @ self.params[0])
+
+        def backward(self, dout=1):
+            self.grads[0][...] = self.params[0]
+
+    model = Quadratic([3.0, 4.0])
+    Trainer(model, SGD(1.0)).fit(np.zeros(4), np.zeros(4), max_epoch=1, batch_size=4, max_grad=1.0)
+    np.testing.assert_allclose(model.params[0], [3.0 - 0.6, 4.0 - 0.8], rtol=1e-5)     # clipped to norm 1
+    model = Quadratic([np.inf, 0.0])
+    trainer = Trainer(model, SGD(1.0))
+    trainer.fit(np.zeros(8), np.zeros(8), max_epoch=3, batch_size=2, eval_interval=1)
+    assert trainer.stopped.reason == 'diverged' and trainer.stopped.at == 1
+    assert 'non-finite loss' in capsys.readouterr().out
+
+
+def test_trainer_needs_one_batch():
+    with pytest.raises(DataError, match='fewer than one batch'):
+        Trainer(Recorder(0.0), SGD(0.1)).fit(np.zeros(3), np.zeros(3), batch_size=4)
+
+
+def test_trainer_plot_writes_a_png(tmp_path):
+    np.random.seed(0)
+    trainer = Trainer(Losses(), SGD(0.1))
+    trainer.fit(np.arange(40.0), np.arange(40.0), max_epoch=1, batch_size=4, eval_interval=3)
+    path = trainer.plot(ylim=(0, 40), path=str(tmp_path / 'loss.png'))
+    assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+# -- remove_duplicate ----------------------------------------------------------------
+
+def book_remove_duplicate(params, grads):
+    """The book's scan: every pair, until no pair is shared (values compared for the transpose)."""
+    params, grads = params[:], [g.copy() for g in grads]
+    while True:
+        for i in range(len(params) - 1):
+            for j in range(i + 1, len(params)):
+                if params[i] is params[j]:
+                    grads[i] += grads[j]
+                elif (params[i].ndim == 2 and params[j].ndim == 2 and params[i].T.shape == params[j].shape
+                      and np.all(params[i].T == params[j])):
+                    grads[i] += grads[j].T
+                else:
+                    continue
+                params.pop(j)
+                grads.pop(j)
+                break
+            else:
+                continue
+            break
+        else:
+            return params, grads
+
+
+def tied_listing(rng):
+    """The book's weight tying and sharing: W (3, 4) listed as W, W.T and W again; a bias; a shared
+    1-D weight listed twice."""
+    W, b, u = rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal(5)
+    params = [W, b, W.T, u, W, u]
+    grads = [rng.standard_normal(p.shape) for p in params]
+    return params, grads
+
+
+def test_remove_duplicate_is_the_books(rng):
+    params, grads = tied_listing(rng)
+    book_params, book_grads = book_remove_duplicate(params, grads)
+    kept, summed = remove_duplicate(params, grads)
+    assert [id(p) for p in kept] == [id(p) for p in book_params] == [id(params[i]) for i in (0, 1, 3)]
+    for g, h in zip(summed, book_grads):
+        np.testing.assert_allclose(g, h)
+    assert summed[0] is grads[0]                      # summed in place, as the book's
+
+
+def test_remove_duplicate_leaves_a_single_listing_alone_and_never_adds_a_gradient_to_itself(rng):
+    W = rng.standard_normal((3, 3))
+    g = rng.standard_normal((3, 3))
+    before = g.copy()
+    kept, summed = remove_duplicate([W, W.T], [g, g.T])     # the framework's tying: one gradient, two views
+    assert kept == [W] and summed == [g]
+    np.testing.assert_array_equal(g, before)
+    x, y = rng.standard_normal(2), rng.standard_normal((2, 2))
+    kept, summed = remove_duplicate([x, y], [x * 0, y * 0])
+    assert [id(p) for p in kept] == [id(x), id(y)] and len(summed) == 2
+
+
+def test_remove_duplicate_finds_the_sharing_once_per_listing(rng, monkeypatch):
+    import common.trainer as trainer_module
+    calls = []
+    real = trainer_module.find_shared
+    monkeypatch.setattr(trainer_module, 'find_shared', lambda params: calls.append(1) or real(params))
+    params, grads = tied_listing(rng)
+    for _ in range(5):
+        kept, summed = remove_duplicate(params, grads)
+    assert len(calls) == 1 and len(kept) == 3
+    remove_duplicate(params[:2], grads[:2])               # another listing: looked at afresh
+    assert len(calls) == 2
+
+
+def test_trainer_trains_a_book_tied_model_as_one_weight(rng):
+    """A model listing W and W.T (the book's tying) moves the one weight by the summed gradient."""
+    class Tied(Recorder):
+        def __init__(self):
+            super().__init__(0.0)
+            W = np.ones((2, 3))
+            self.params, self.grads = [W, W.T], [np.full((2, 3), 1.0), np.full((3, 2), 2.0)]
+
+        def forward(self, xs, ts):
+            return 0.0
+
+    model = Tied()
+    Trainer(model, SGD(0.1)).fit(np.zeros(2), np.zeros(2), max_epoch=1, batch_size=2)
+    np.testing.assert_allclose(model.params[0], 1 - 0.1 * 3.0)
+    assert len(model.params) == 2                         # the model's own listing is left as it was
