@@ -364,6 +364,7 @@ def test_the_benchmark_runs_one_and_two_processes(tmp_path):
     ok(launch(0, '--tiny', '--iters', '2', '--json', out, program=script('bench_mpi.py')))
     result = json.loads(out.read_text())
     assert result['one_process_2_threads']['processes'] == 1 and result['two_processes_1_thread']['processes'] == 2
+    assert result['two_processes_2_threads']['processes'] == 2 and result['model'] == 'tiny'
     two = result['two_processes_1_thread']
     assert two['bytes'] == 4 * two['params'] and two['grad_step_s'] > 0 and two['allreduce_alone_s'] > 0
 
