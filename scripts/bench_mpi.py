@@ -1,11 +1,13 @@
 """Data-parallel throughput on this machine: 1 process x 2 threads against
-2 processes x 1 thread (mpiexec -n 2) (and 1 process x 1 thread for
-reference), book-size BetterRnnlm, and the time of the gradient all-reduce per step.
+2 processes x 1 thread (mpiexec -n 2) (and, for reference, 1 process x 1 thread
+and 2 processes x 2 threads, twice the threads the 2 cores have), and the time
+of the gradient all-reduce per step.
 
-    python scripts/bench_mpi.py [--iters 8] [--json docs/bench-mpi.json]
+    python scripts/bench_mpi.py [--iters 8] [--model book|small] [--json docs/bench-mpi.json]
 
-Both runs train the same global batch (20 rows x 35 steps, vocabulary 10,000,
-D = H = 650, dropout 0.5, clipping 0.25) on a synthetic corpus through
+All runs train the same global batch (20 rows x 35 steps, dropout 0.5, clipping 0.25;
+``--model book``: vocabulary 10,000, D = H = 650; ``small``: vocabulary 6,022,
+D = H = 64, the model of a quick run on PTB files) on a synthetic corpus through
 RnnlmTrainer with the data-parallel parts, one warm-up epoch and one timed
 epoch of ``--iters`` iterations each. The 2-process run also times its
 gradient step (pack, all-reduce, unpack; it includes waiting for the slower
@@ -26,7 +28,11 @@ from common.run.cli import ArgumentParser
 sys.path.insert(0, support.ROOT)
 
 
-def worker(iters, tiny):
+#: --model: (vocabulary, D = H).
+MODELS = {'book': (10000, 650), 'small': (6022, 64), 'tiny': (100, 16)}
+
+
+def worker(iters, model_name):
     import numpy
     from common import backend
     from common.parallel import communicator
@@ -37,7 +43,7 @@ def worker(iters, tiny):
 
     comm = communicator.world()
     backend.seed(0)
-    vocab, size = (100, 16) if tiny else (10000, 650)
+    vocab, size = MODELS[model_name]
     model = BetterRnnlm(vocab, size, size, 0.5)
     corpus = numpy.random.randint(0, vocab, 20 * 35 * iters + 1)
     reduce_seconds = []
@@ -89,20 +95,24 @@ def main():
     p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--iters', type=int, default=8, help='timed iterations per run')
     p.add_argument('--json', help='write the figures here')
-    p.add_argument('--tiny', action='store_true', help='a toy model (checks the script runs; no figures)')
+    p.add_argument('--model', choices=sorted(MODELS), default='book',
+                   help='book: BetterRnnlm of the book (D = H = 650); small: D = H = 64, vocabulary 6,022; '
+                        'tiny: a toy (checks the script runs)')
+    p.add_argument('--tiny', action='store_const', const='tiny', dest='model', help='the same as --model tiny')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.iters, args.tiny)
-    me = [sys.executable, os.path.abspath(__file__), '--worker', '--iters', str(args.iters)] + ['--tiny'] * args.tiny
+        return worker(args.iters, args.model)
+    me = [sys.executable, os.path.abspath(__file__), '--worker', '--iters', str(args.iters), '--model', args.model]
     load = os.getloadavg()
     one = run(me, 2)
     two = run(['mpiexec', '-n', '2'] + me, 1)
     single = run(me, 1)
+    crowded = run(['mpiexec', '-n', '2'] + me, 2)
     info = support.machine()
     result = {'cpu': info['cpu'], 'cores': info['cores'], 'blas': info['blas'], 'load_before': load, 'load_after': os.getloadavg(),
-              'iters': args.iters, 'one_process_2_threads': one, 'two_processes_1_thread': two,
-              'one_process_1_thread': single,
+              'iters': args.iters, 'model': args.model, 'one_process_2_threads': one, 'two_processes_1_thread': two,
+              'one_process_1_thread': single, 'two_processes_2_threads': crowded,
               'speedup': one['step_s'] / two['step_s'], 'command': 'python scripts/bench_mpi.py ' +
               ' '.join(sys.argv[1:])}
     print(f"{result['cpu']}, {result['cores']} cores, load average {load[0]:.2f} before, "
@@ -111,6 +121,8 @@ def main():
     print(f"2 processes x 1 thread: {two['step_s'] * 1e3:7.1f} ms/step  {two['tokens_per_s']:7.0f} tokens/s "
           f"({result['speedup']:.2f}x)")
     print(f"1 process  x 1 thread:  {single['step_s'] * 1e3:7.1f} ms/step  {single['tokens_per_s']:7.0f} tokens/s")
+    print(f"2 processes x 2 threads: {crowded['step_s'] * 1e3:6.1f} ms/step  {crowded['tokens_per_s']:7.0f} tokens/s "
+          f"(4 threads on {result['cores']} cores)")
     print(f"gradient step (pack, all-reduce of {two['bytes'] / 1e6:.1f} MB, unpack): "
           f"{two['grad_step_s'] * 1e3:.1f} ms; the all-reduce alone after a barrier: "
           f"{two['allreduce_alone_s'] * 1e3:.1f} ms")

@@ -15,6 +15,9 @@ Sections (each prints one line per check, PASS or FAIL):
   must agree (see check_training for the tolerances);
 - script: train_better_rnnlm.py --gpu for two epochs with a checkpoint,
   --resume for a third, save -> load on the device, generate_text.py --gpu;
+- parallel: a one-rank NCCL communicator's all-reduce and broadcast of device
+  buffers; train_better_rnnlm.py on two ranks sharing this GPU over MPI host
+  buffers (the test mode DLFS_SHARE_GPU=1) against one process, float64;
 - bench: scripts/bench.py --gpu (against PyTorch cuDNN when available);
   figures, not pass/fail.
 
@@ -24,6 +27,7 @@ without --gpu (and in the tests, on the stand-in CuPy).
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +43,7 @@ import support  # noqa: E402  (after the path is set)
 from common.gradcheck import gru_reference, layer_error, model_error  # noqa: E402
 from common.run.cli import ArgumentParser  # noqa: E402  (one-line errors)
 
-SECTIONS = ('gradcheck', 'oracle', 'train', 'script', 'bench')
+SECTIONS = ('gradcheck', 'oracle', 'train', 'script', 'parallel', 'bench')
 BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, lr=10.0, max_grad=0.25)
 QUICK = dict(vocab=300, wordvec=32, hidden=32, batch=4, time=8, lr=10.0, max_grad=0.25)
 
@@ -308,9 +312,9 @@ def numpy_curve(cfg, iters, corpus, dtype):
 
 # --------------------------------------------------------------------- script
 
-def run_script(args, gpu):
+def run_script(args, gpu, **env_extra):
     cmd = [sys.executable, *args] + (['--gpu'] if gpu else [])
-    env = support.child_env(MPLBACKEND='Agg')
+    env = support.child_env(MPLBACKEND='Agg', **env_extra)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
 
 
@@ -350,6 +354,54 @@ def check_script(report, backend, data_dir, quick):
         text = r.stdout.strip()
         report.add('script', 'generate_text.py', r.returncode == 0 and len(text.split()) >= 10,
                    support.last_line(r) if r.returncode else repr(text[:60]))
+
+
+# ------------------------------------------------------------------- parallel
+
+def check_nccl_one_rank(report, backend):
+    """NCCL with one rank on this GPU: the all-reduce mean and the broadcast the
+    data-parallel steps call, on real device buffers (two GPUs are needed for more)."""
+    try:
+        from cupy.cuda import nccl
+    except ImportError as exc:
+        report.add('parallel', 'NCCL, one rank: allReduce, bcast', None, f'no NCCL in this CuPy ({exc})')
+        return
+    from common.parallel.communicator import NcclCollectives
+    gpus = NcclCollectives(nccl, nccl.NcclCommunicator(1, nccl.get_unique_id(), 0), 1)
+    flat = backend.np.arange(1000, dtype='float32') / 7
+    want = backend.asnumpy(flat).copy()
+    gpus.allreduce_mean_(flat)
+    a = backend.np.ones((3, 5), dtype='float64')
+    gpus.bcast_arrays([a])
+    backend.synchronize()
+    ok = numpy.array_equal(backend.asnumpy(flat), want) and numpy.array_equal(backend.asnumpy(a), numpy.ones((3, 5)))
+    report.add('parallel', 'NCCL, one rank: allReduce, bcast', ok, 'equal' if ok else 'values changed')
+
+
+def check_parallel(report, backend, data_dir, quick):
+    if backend.GPU:
+        check_nccl_one_rank(report, backend)
+    if not shutil.which('mpiexec'):
+        report.add('parallel', 'two ranks on one GPU', None, 'no mpiexec (pip install -e ".[mpi]")')
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        files = small_corpus(tmp, data_dir, 200 if quick else 800)
+        args = ['scripts/train_better_rnnlm.py', '--train-file', files[0], '--valid-file', files[1], '--test-file',
+                files[2], '--wordvec-size', '16', '--hidden-size', '16', '--batch-size', '8', '--time-size', '10',
+                '--max-epoch', '2', '--eval-interval', '0', '--seed', '1', '--dtype', 'float64']
+        ends = {}
+        for n in (1, 2):
+            out = os.path.join(tmp, str(n))
+            r = run_script(args + ['--out-dir', out, '--processes', str(n)], backend.GPU, DLFS_SHARE_GPU='1')
+            if r.returncode:
+                report.add('parallel', f'{n} process(es), DLFS_SHARE_GPU=1', False, support.last_line(r))
+                return
+            ends[n] = (support.read_log(out)[-1], numpy.load(os.path.join(out, 'BetterRnnlm.npz')))
+        (one, a), (two, b) = ends[1], ends[2]
+        err = max(float(numpy.abs(a[k] - b[k]).max() / numpy.abs(a[k]).max()) for k in a.files if a[k].dtype.kind == 'f')
+        ok = err <= 1e-5 and abs(one['test_ppl'] / two['test_ppl'] - 1) <= 1e-5
+        report.add('parallel', 'two ranks on one GPU = one process', ok,
+                   f"test ppl {one['test_ppl']:.6f} / {two['test_ppl']:.6f}, params rel {err:.1e}", rel_err=err)
 
 
 def small_corpus(tmp, data_dir, n):
@@ -449,6 +501,7 @@ def main(argv=None):
               'oracle': lambda: check_oracle(report, backend),
               'train': lambda: check_training(report, backend, cfg, args.data_dir, args.iters),
               'script': lambda: check_script(report, backend, args.data_dir, args.quick),
+              'parallel': lambda: check_parallel(report, backend, args.data_dir, args.quick),
               'bench': lambda: check_bench(report, backend, args.json, args.quick)}
     started = time.time()
     for name in SECTIONS:

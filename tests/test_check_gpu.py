@@ -20,9 +20,10 @@ def test_check_gpu_passes_on_the_stand_in(tmp_path, shared_data):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert result['failed'] == 0 and result['environment']['backend'] == 'cupy'
     sections = {row['section'] for row in result['checks']}
-    assert sections == {'gradcheck', 'oracle', 'train', 'script'}
+    assert sections == {'gradcheck', 'oracle', 'train', 'script', 'parallel'}
     names = {row['check'] for row in result['checks']}
-    assert {'TimeGRU (carried h)', 'generate_text.py', '--resume for a third epoch'} <= names
+    assert {'TimeGRU (carried h)', 'generate_text.py', '--resume for a third epoch',
+            'two ranks on one GPU = one process'} <= names
 
 
 def test_check_gpu_fails_on_a_wrong_kernel(tmp_path, shared_data):

@@ -341,7 +341,20 @@ def test_more_ranks_on_a_node_than_gpus_is_one_line(tmp_path, shared_data):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and re.fullmatch(r'error: 2 processes on \S+ but 1 GPU: start at most 1 per node '
-                                            r'\(one GPU each\)', lines[0]), r.stderr
+                                            r'\(one GPU each\), or set DLFS_SHARE_GPU=1 to test on shared GPUs '
+                                            r'\(slow: no NCCL\)', lines[0]), r.stderr
+
+
+@needs_mpi
+def test_two_ranks_sharing_one_gpu_compute_what_one_process_computes_on_it(tmp_path, shared_data):
+    """The test mode DLFS_SHARE_GPU=1 on the stand-in CuPy's one GPU: the gradients and the first
+    parameters go through host buffers over MPI; the run equals the one-process GPU run."""
+    program, flags = word_case(shared_data, '--gpu', '--dtype', 'float64', '--max-epoch', '1')
+    for n in (0, 2):
+        r = ok(launch(n, *flags(str(tmp_path / str(n))), program=program, fake_cupy=True,
+                      extra_env={'DLFS_SHARE_GPU': '1'}))
+        assert 'backend CuPy (GPU)' in r.stdout
+    assert_same_run(str(tmp_path / '0'), str(tmp_path / '2'))
 
 
 def test_mpiexec_without_a_working_mpi4py_is_one_line(tmp_path, shared_data):
@@ -364,6 +377,7 @@ def test_the_benchmark_runs_one_and_two_processes(tmp_path):
     ok(launch(0, '--tiny', '--iters', '2', '--json', out, program=script('bench_mpi.py')))
     result = json.loads(out.read_text())
     assert result['one_process_2_threads']['processes'] == 1 and result['two_processes_1_thread']['processes'] == 2
+    assert result['two_processes_2_threads']['processes'] == 2 and result['model'] == 'tiny'
     two = result['two_processes_1_thread']
     assert two['bytes'] == 4 * two['params'] and two['grad_step_s'] > 0 and two['allreduce_alone_s'] > 0
 

@@ -237,20 +237,26 @@ class MpiCommunicator:
         return f'{self.size} processes over MPI (rank {ranks}){threads}'
 
     def use_gpu(self):
-        """Choose this rank's GPU by its node-local rank (before CuPy allocates anything)."""
+        """Choose this rank's GPU by its node-local rank (before CuPy allocates
+        anything). In the test mode ``DLFS_SHARE_GPU=1`` ranks may share GPUs."""
         try:
             import cupy
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception:
             return                           # select_backend says what is missing
-        if self.local_size > count:
+        if self.local_size > count and not share_gpu():
             raise ConfigError(f"{self.local_size} processes on {socket.gethostname()} but {count} GPU"
-                              f"{'s' if count != 1 else ''}: start at most {count} per node (one GPU each)")
-        cupy.cuda.Device(self.local_rank).use()
+                              f"{'s' if count != 1 else ''}: start at most {count} per node (one GPU each), "
+                              f"or set DLFS_SHARE_GPU=1 to test on shared GPUs (slow: no NCCL)")
+        cupy.cuda.Device(self.local_rank % max(count, 1)).use()
 
     def connect_gpus(self):
         """On CuPy: NCCL between the ranks' GPUs for the device arrays; rank 0
-        makes the unique id and MPI broadcasts it."""
+        makes the unique id and MPI broadcasts it. With ``DLFS_SHARE_GPU=1``
+        the device arrays go through host buffers over MPI instead."""
+        if share_gpu():
+            self.gpus = HostBufferCollectives(self)
+            return
         try:
             from cupy.cuda import nccl
         except Exception as exc:
@@ -302,6 +308,39 @@ class MpiCommunicator:
         if self.is_root and message:
             print(message, file=sys.stderr, flush=True)
         return status
+
+
+def share_gpu(environ=os.environ):
+    """``DLFS_SHARE_GPU=1``: a test mode in which several ranks may use one
+    GPU and reduce through host memory over MPI, since NCCL needs a GPU per
+    rank. It shows on one GPU that K ranks compute what one does; it is not
+    a way to train fast."""
+    return environ.get('DLFS_SHARE_GPU', '') == '1'
+
+
+class HostBufferCollectives:
+    """The device-array collectives through host copies and MPI (the test
+    mode of :func:`share_gpu`): each call copies the array to the host and back."""
+
+    def __init__(self, mpi):
+        self.mpi = mpi
+
+    def allreduce_mean_(self, flat):
+        import cupy
+        host = cupy.asnumpy(flat)
+        with self.mpi.waiting('the gradient all-reduce'):
+            self.mpi.comm.Allreduce(self.mpi.MPI.IN_PLACE, host, op=self.mpi.MPI.SUM)
+        flat[...] = cupy.asarray(host)
+        flat *= 1.0 / self.mpi.size
+        return flat
+
+    def bcast_arrays(self, arrays):
+        import cupy
+        for a in arrays:
+            host = cupy.asnumpy(a)
+            with self.mpi.waiting('the parameter broadcast'):
+                self.mpi.comm.Bcast(host, root=0)
+            a[...] = cupy.asarray(host)
 
 
 class NcclCollectives:
