@@ -317,7 +317,7 @@ class TimeGRU(_TimeRecurrent):
         dG = np.empty_like(G)                  # dz_pre | dr_pre | dh̃_pre per step
         dh = np.zeros_like(h0)                 # dL/dh_t, from above and from step t+1
         back = self._back_after if self.reset_after else self._back
-        # the right operand of dWh's h̃ block: r ⊙ h_{t-1} (book), h_{t-1} (reset after)
+        # dWhh = rowsᵀ d: rows r ⊙ h_{t-1} and d = dh̃_pre (book), h_{t-1} and dh̃_pre ⊙ r (reset after)
         hh_rows, dhh = back(dhs, G, dG, h_prev, saved, dh, WhT)
         self.dh = dh
         dG2 = dG.reshape(N * T, 3 * H)
