@@ -259,16 +259,17 @@ class TimeGRU(_TimeRecurrent):
         hs = np.empty((N, T, H), dtype=xs.dtype)
         # book form: r ⊙ h_{t-1}, for dWhh; reset after: h_{t-1} Whh + bhh, for dr
         saved = np.empty((N, T, H), dtype=xs.dtype)
-        h = np.ascontiguousarray(h0)
+        h, h_next = np.ascontiguousarray(h0), np.empty((N, H), dtype=xs.dtype)   # h_t, h_{t+1}
         step = self._steps_after(G, Wh, saved, hs) if self.reset_after else self._steps(G, Wh, saved, hs)
         for t in range(T):
-            h = step(t, h)
+            step(t, h, h_next)
+            h, h_next = h_next, (h if t else np.empty_like(h))   # never overwrite the caller's h0
         self.h = h
         self.cache = (xs, h0, G, hs, saved)
         return hs
 
     def _steps(self, G, Wh, rhs, hs):
-        """The book form's step t: h_t -> h_{t+1}."""
+        """The book form's step t, h -> h_next."""
         N, _, H = hs.shape
         # Contiguous blocks, made once: CuPy copies a strided matmul operand
         # before every cuBLAS call, here it would be at every step.
@@ -276,34 +277,27 @@ class TimeGRU(_TimeRecurrent):
         hW = np.empty((N, 2 * H), dtype=hs.dtype)    # the recurrent products, reused
         rhW = np.empty((N, H), dtype=hs.dtype)
         rh = np.empty((N, H), dtype=hs.dtype)        # contiguous r ⊙ h of this step
-        spare = [np.empty((N, H), dtype=hs.dtype)]   # h_{t+1}'s buffer
 
-        def step(t, h):
-            g, h_next = G[:, t], spare[0]
+        def step(t, h, h_next):
+            g = G[:, t]
             # z, r = σ(x Wx{z,r} + b + h Wh{z,r});  rh = r ⊙ h
             z = kernels.gru_forward_zr(g[:, :2 * H], np.matmul(h, Whzr, out=hW), h, rhs[:, t], rh)
             # h̃ = tanh(x Wxh + bh + (r ⊙ h) Whh);  h' = h + z ⊙ (h̃ − h)
             kernels.gru_forward_h(g[:, 2 * H:], np.matmul(rh, Whh, out=rhW), z, h, hs[:, t], h_next)
-            spare[0] = h if t else np.empty_like(h)   # never overwrite the caller's h0
-            return h_next
         return step
 
     def _steps_after(self, G, Wh, hns, hs):
-        """The reset-after form's step t: h_t -> h_{t+1}, one product h Wh."""
+        """The reset-after form's step t, h -> h_next: one product h Wh."""
         N, _, H = hs.shape
         bh = self.params[3]
         G[:, :, :2 * H] += bh[:2 * H]               # z and r: x Wx + b + bh, once for all steps
         Wh = np.ascontiguousarray(Wh)
         hW = np.empty((N, 3 * H), dtype=hs.dtype)
         bhn = bh[2 * H:]
-        spare = [np.empty((N, H), dtype=hs.dtype)]
 
-        def step(t, h):
-            h_next = spare[0]
+        def step(t, h, h_next):
             # z, r = σ(· + h Wh{z,r});  hn = h Whn + bhn;  h̃ = tanh(x Wxn + bn + r ⊙ hn);  h' = h + z ⊙ (h̃ − h)
             kernels.gru_forward_after(G[:, t], np.matmul(h, Wh, out=hW), bhn, h, hns[:, t], hs[:, t], h_next)
-            spare[0] = h if t else np.empty_like(h)
-            return h_next
         return step
 
     def backward(self, dhs):
