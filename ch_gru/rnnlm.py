@@ -40,18 +40,28 @@ class Rnnlm(BaseModel):
     * ``ar_alpha``, ``tar_beta``: AR and TAR on the last layer's outputs
       (:class:`ActivationRegularisation`), added to the training loss.
 
+    ``reset_after=True`` (GRU only) builds PyTorch's form of the GRU, the
+    reset gate after the recurrent product and a recurrent bias per layer
+    (:class:`common.time_layers.TimeGRU`); such a model converts to and from
+    PyTorch (:mod:`ch_gru.torch_interop`).
+
     ``config`` lists the options that differ from the book's.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, num_layers=2, dropout_ratio=0.5,
-                 cell='gru', tie_weights=True, dtype='float32', **regularisation):
+                 cell='gru', tie_weights=True, dtype='float32', reset_after=False, **regularisation):
         super().__init__()
         V, D, H, L = vocab_size, wordvec_size, hidden_size, num_layers
         check_model_options(V, D, H, L, dropout_ratio, cell, tie_weights, dtype)
+        if reset_after and cell != 'gru':
+            raise ConfigError(f"reset_after is an option of the GRU, not of cell {cell!r}: "
+                              f"use cell='gru' or leave reset_after off")
         reg = check_regularisation(regularisation)
         self.config = dict(vocab_size=V, wordvec_size=D, hidden_size=H, num_layers=L,
                            dropout_ratio=dropout_ratio, cell=cell, tie_weights=tie_weights,
                            dtype=numpy.dtype(dtype).name)
+        if reset_after:
+            self.config['reset_after'] = True
         self.config.update({k: v for k, v in reg.items() if v != REGULARISATION[k]})
         rn = numpy.random.randn
         dt = numpy.dtype(dtype)
@@ -60,6 +70,7 @@ class Rnnlm(BaseModel):
             return backend.asarray(host.astype(dt))
 
         Layer, gates = CELLS[cell]
+        options = dict(reset_after=True) if reset_after else {}
         embed_W = param(rn(V, D) / 100)
         self.embed = EmbeddingDropout(embed_W, reg['embed_dropout']) if reg['embed_dropout'] else TimeEmbedding(embed_W)
         Dropout = LockedDropout if reg['locked_dropout'] else TimeDropout
@@ -71,7 +82,7 @@ class Rnnlm(BaseModel):
             Wx = param(rn(in_size, gates * H) / numpy.sqrt(in_size))
             Wh = param(rn(H, gates * H) / numpy.sqrt(H))
             b = param(numpy.zeros(gates * H))
-            self.rnn_layers.append(Layer(Wx, Wh, b, stateful=True))
+            self.rnn_layers.append(Layer(Wx, Wh, b, stateful=True, **options))
             in_size = H
         # The layers forward runs: each recurrent layer, or its weight-dropped wrapper.
         self.recurrent = ([WeightDrop(layer, reg['weight_drop']) for layer in self.rnn_layers]

@@ -3,8 +3,17 @@
 Each function below is one step of TimeGRU's loop between two matrix
 products. On NumPy it is a handful of in-place ufunc calls; on CuPy it is one
 ``ElementwiseKernel`` launch, so a GRU step costs two cuBLAS products and two
-kernels instead of a dozen small launches. Arguments are (N, H) or (N, 2H)
-views; results are written into the arrays passed, nothing is allocated.
+kernels instead of a dozen small launches. Arguments are (N, H), (N, 2H) or
+(N, 3H) views; results are written into the arrays passed, nothing is allocated.
+
+``gru_forward_zr``, ``gru_forward_h``, ``gru_backward_hz`` and ``gru_backward_r``
+are the book's form (the reset gate before the recurrent product, two
+products a step); ``gru_forward_after`` and ``gru_backward_after`` the
+reset-after form of PyTorch and cuDNN (one product ``h Wh`` a step, one kernel):
+
+    z, r = σ(x Wx{z,r} + b{z,r} + h Wh{z,r} + bh{z,r})
+    n    = tanh(x Wxn + bn + r ⊙ (h Whn + bhn))
+    h'   = h + z ⊙ (n − h)
 
 The kernel bodies are written in the common subset of CUDA C and Python
 expressions (``exp``, ``tanh``, + − × /), one assignment per statement.
@@ -35,6 +44,19 @@ KERNELS = {
     # (the [dz_pre | dr_pre] [Whz | Whr]^T term is added after)
     'gru_backward_r': ('T drh, T z, T r, T h_prev', 'T dr, T dh, T dr_c',
                        'dr = drh * h_prev * r * (1 - r); dh = dh * (1 - z) + drh * r; dr_c = dr'),
+    # reset after: z, r ← σ(· + h Wh{z,r}), hn ← h Whn + bhn, n ← tanh(n + r ⊙ hn),
+    # h' ← h + z ⊙ (n − h)   (z, r, n hold x Wx + b (+ bh for z, r) on entry)
+    'gru_forward_after': ('T hWz, T hWr, T hWn, T bhn, T h', 'T z, T r, T n, T hn, T hs, T h_next',
+                          'z = 1 / (1 + exp(-(z + hWz))); r = 1 / (1 + exp(-(r + hWr))); hn = hWn + bhn; '
+                          'n = tanh(n + r * hn); h_next = h + z * (n - h); hs = h_next'),
+    # dh ← dh + dh_out; dn_pre = dh ⊙ z ⊙ (1 − n²); dz_pre = dh ⊙ (n − h) ⊙ z ⊙ (1 − z);
+    # dr_pre = dn_pre ⊙ hn ⊙ r ⊙ (1 − r); dnr = dn_pre ⊙ r (the gradient of h Whn + bhn);
+    # dh ← dh ⊙ (1 − z)   (the [dz_pre | dr_pre | dnr] Wh^T term is added after)
+    'gru_backward_after': ('T dh_out, T z, T r, T n, T h_prev, T hn',
+                           'T dh, T dz, T dr, T dn, T dnr, T dz_c, T dr_c, T dnr_c',
+                           'dh = dh + dh_out; dn = dh * z * (1 - n * n); dz = dh * (n - h_prev) * z * (1 - z); '
+                           'dr = dn * hn * r * (1 - r); dnr = dn * r; dh = dh * (1 - z); '
+                           'dz_c = dz; dr_c = dr; dnr_c = dnr'),
 }
 
 
@@ -98,6 +120,53 @@ def _backward_r(drh, z, r, h_prev, dr, dh, dr_c, scratch):
     dh += drh
 
 
+def _forward_after(g, hW, bhn, h, hn, hs, h_next):
+    """g = x Wx + b (+ bh for z, r) and hW = h Wh on entry, (N, 3H); hW
+    becomes z | r | n, which is also stored in g; hn = h Whn + bhn;
+    h_next = hs = h + z ⊙ (n − h)."""
+    H = h.shape[1]
+    zr, n = hW[:, :2 * H], hW[:, 2 * H:]
+    zr += g[:, :2 * H]
+    sigmoid(zr, out=zr)
+    np.add(n, bhn, out=hn)
+    np.multiply(zr[:, H:], hn, out=n)
+    n += g[:, 2 * H:]
+    np.tanh(n, out=n)
+    g[...] = hW
+    np.subtract(n, h, out=h_next)
+    h_next *= hW[:, :H]
+    h_next += h
+    hs[...] = h_next
+
+
+def _backward_after(dh_out, g, h_prev, hn, dh, dg, dcat, dnr, scratch):
+    """g: z | r | n of the step, dg: their pre-activation gradients (written);
+    dcat = [dz_pre | dr_pre | dn_pre ⊙ r] (N, 3H), contiguous, the operand of
+    the product with Wh^T; dnr = dn_pre ⊙ r; dh ← (dh + dh_out) ⊙ (1 − z)."""
+    a, b = scratch
+    H = dh.shape[1]
+    z, r, n = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
+    dz, dr, dn = dcat[:, :H], dcat[:, H:2 * H], dcat[:, 2 * H:]
+    dh += dh_out
+    np.multiply(n, n, out=a)
+    np.subtract(1, a, out=a)
+    a *= z
+    np.multiply(dh, a, out=dn)
+    np.subtract(n, h_prev, out=a)
+    a *= z
+    np.subtract(1, z, out=b)
+    a *= b
+    np.multiply(dh, a, out=dz)
+    dh *= b
+    np.subtract(1, r, out=a)
+    a *= r
+    a *= hn
+    np.multiply(dn, a, out=dr)
+    dg[...] = dcat
+    dn *= r
+    dnr[...] = dn
+
+
 # -- CuPy --------------------------------------------------------------------
 
 def _cupy_kernels():
@@ -117,13 +186,26 @@ def _cupy_kernels():
     def backward_r(drh, z, r, h_prev, dr, dh, dr_c, scratch):
         k['gru_backward_r'](drh, z, r, h_prev, dr, dh, dr_c)
 
-    return forward_zr, forward_h, backward_hz, backward_r
+    def forward_after(g, hW, bhn, h, hn, hs, h_next):
+        H = h.shape[1]
+        k['gru_forward_after'](hW[:, :H], hW[:, H:2 * H], hW[:, 2 * H:], bhn, h,
+                               g[:, :H], g[:, H:2 * H], g[:, 2 * H:], hn, hs, h_next)
+
+    def backward_after(dh_out, g, h_prev, hn, dh, dg, dcat, dnr, scratch):
+        H = dh.shape[1]
+        k['gru_backward_after'](dh_out, g[:, :H], g[:, H:2 * H], g[:, 2 * H:], h_prev, hn,
+                                dh, dg[:, :H], dg[:, H:2 * H], dg[:, 2 * H:], dnr,
+                                dcat[:, :H], dcat[:, H:2 * H], dcat[:, 2 * H:])
+
+    return forward_zr, forward_h, backward_hz, backward_r, forward_after, backward_after
 
 
 if backend.GPU and hasattr(np, 'ElementwiseKernel'):
     FUSED = True
-    gru_forward_zr, gru_forward_h, gru_backward_hz, gru_backward_r = _cupy_kernels()
+    (gru_forward_zr, gru_forward_h, gru_backward_hz, gru_backward_r,
+     gru_forward_after, gru_backward_after) = _cupy_kernels()
 else:
     FUSED = False
-    gru_forward_zr, gru_forward_h, gru_backward_hz, gru_backward_r = (_forward_zr, _forward_h, _backward_hz,
-                                                                      _backward_r)
+    (gru_forward_zr, gru_forward_h, gru_backward_hz, gru_backward_r,
+     gru_forward_after, gru_backward_after) = (_forward_zr, _forward_h, _backward_hz, _backward_r,
+                                               _forward_after, _backward_after)

@@ -23,6 +23,7 @@ and every layer here.
 from common.np import *  # noqa: F401,F403
 from common import backend
 from common import kernels
+from common.errors import ConfigError
 from common import layers as _layers
 from common.functions import sigmoid
 from common.layers import *  # noqa: F401,F403  (the book's module hands on every layer of common.layers)
@@ -63,7 +64,7 @@ class _TimeRecurrent:
 
     def _input_projection(self, xs):
         """A[:, t] = x_t Wx + b for all t in one product: (N, T, G·H)."""
-        Wx, _, b = self.params
+        Wx, b = self.params[0], self.params[2]
         N, T, D = xs.shape
         A = (xs.reshape(N * T, D) @ Wx).reshape(N, T, -1)
         A += b
@@ -203,63 +204,136 @@ class TimeLSTM(_TimeRecurrent):
 
 
 class TimeGRU(_TimeRecurrent):
-    """GRU over T steps, gate blocks z | r | h̃ stacked in Wx, Wh and b:
+    """GRU over T steps, gate blocks z | r | h̃ stacked in Wx, Wh and b.
+
+    The book's form (``reset_after=False``), the reset gate before the
+    recurrent product:
 
         z  = σ(x Wxz + h Whz + bz)
         r  = σ(x Wxr + h Whr + br)
         h̃  = tanh(x Wxh + (r ⊙ h) Whh + bh)
         h' = (1 − z) ⊙ h + z ⊙ h̃
 
-    Wx: (D, 3H), Wh: (H, 3H), b: (3H,). forward: xs (N, T, D) -> hs (N, T, H);
-    backward: dhs (N, T, H) -> dxs (N, T, D).
-
     Per step the z and r gates share one product ``h [Whz | Whr]``; h̃ needs
     ``(r ⊙ h) Whh`` after r is known, so that is the second product.
+
+    ``reset_after=True``: the form of PyTorch's ``nn.GRU`` and cuDNN, the
+    reset gate after the recurrent product, with a recurrent bias ``bh``
+    (3H,) as a fourth parameter (zeros when None):
+
+        z  = σ(x Wxz + bz + h Whz + bhz)
+        r  = σ(x Wxr + br + h Whr + bhr)
+        h̃  = tanh(x Wxh + bh̃ + r ⊙ (h Whh + bhh))
+        h' = (1 − z) ⊙ h + z ⊙ h̃
+
+    so one product ``h Wh`` of all 3H columns serves a step. (PyTorch's
+    gate order is r | z | n and its update gate is our 1 − z:
+    :mod:`ch_gru.torch_interop` converts.) ``params`` = [Wx, Wh, b, bh].
+
+    Wx: (D, 3H), Wh: (H, 3H), b: (3H,). forward: xs (N, T, D) -> hs (N, T, H);
+    backward: dhs (N, T, H) -> dxs (N, T, D). After forward ``cache[2]`` holds
+    the activations z | r | h̃ of every step, (N, T, 3H), in both forms.
     """
 
+    def __init__(self, Wx, Wh, b, stateful=False, reset_after=False, bh=None):
+        super().__init__(Wx, Wh, b, stateful)
+        self.reset_after = bool(reset_after)
+        if self.reset_after:
+            bh = np.zeros_like(b) if bh is None else bh
+            if bh.shape != b.shape:
+                raise ConfigError(f'TimeGRU: the recurrent bias bh has shape {bh.shape} but b has {b.shape}: '
+                                  f'give bh of shape (3H,) like b')
+            self.params.append(bh)
+            self.grads.append(np.zeros_like(bh))
+        elif bh is not None:
+            raise ConfigError('TimeGRU: bh (the recurrent bias) belongs to the reset-after form: '
+                              'build with reset_after=True, or leave bh out')
+
     def forward(self, xs):
-        Wx, Wh, _ = self.params
+        Wx, Wh = self.params[:2]
         xs = xs.astype(Wx.dtype, copy=False)
         N, T, _ = xs.shape
         H = Wh.shape[0]
-        # Contiguous blocks, made once: CuPy copies a strided matmul operand
-        # before every cuBLAS call, here it would be at every step.
-        Whzr, Whh = np.ascontiguousarray(Wh[:, :2 * H]), np.ascontiguousarray(Wh[:, 2 * H:])
         h0 = self._initial_state(N, xs.dtype)
         G = self._input_projection(xs)         # x Wx + b, overwritten by z | r | h̃
         hs = np.empty((N, T, H), dtype=xs.dtype)
-        rhs = np.empty((N, T, H), dtype=xs.dtype)    # r ⊙ h_{t-1}, for dWhh
-        hW = np.empty((N, 2 * H), dtype=xs.dtype)    # the recurrent products, reused
-        rhW = np.empty((N, H), dtype=xs.dtype)
-        rh = np.empty((N, H), dtype=xs.dtype)        # contiguous r ⊙ h of this step
+        # book form: r ⊙ h_{t-1}, for dWhh; reset after: h_{t-1} Whh + bhh, for dr
+        saved = np.empty((N, T, H), dtype=xs.dtype)
         h, h_next = np.ascontiguousarray(h0), np.empty((N, H), dtype=xs.dtype)   # h_t, h_{t+1}
+        step = self._steps_after(G, Wh, saved, hs) if self.reset_after else self._steps(G, Wh, saved, hs)
         for t in range(T):
+            step(t, h, h_next)
+            h, h_next = h_next, (h if t else np.empty_like(h))   # never overwrite the caller's h0
+        self.h = h
+        self.cache = (xs, h0, G, hs, saved)
+        return hs
+
+    def _steps(self, G, Wh, rhs, hs):
+        """The book form's step t, h -> h_next."""
+        N, _, H = hs.shape
+        # Contiguous blocks, made once: CuPy copies a strided matmul operand
+        # before every cuBLAS call, here it would be at every step.
+        Whzr, Whh = np.ascontiguousarray(Wh[:, :2 * H]), np.ascontiguousarray(Wh[:, 2 * H:])
+        hW = np.empty((N, 2 * H), dtype=hs.dtype)    # the recurrent products, reused
+        rhW = np.empty((N, H), dtype=hs.dtype)
+        rh = np.empty((N, H), dtype=hs.dtype)        # contiguous r ⊙ h of this step
+
+        def step(t, h, h_next):
             g = G[:, t]
             # z, r = σ(x Wx{z,r} + b + h Wh{z,r});  rh = r ⊙ h
             z = kernels.gru_forward_zr(g[:, :2 * H], np.matmul(h, Whzr, out=hW), h, rhs[:, t], rh)
             # h̃ = tanh(x Wxh + bh + (r ⊙ h) Whh);  h' = h + z ⊙ (h̃ − h)
             kernels.gru_forward_h(g[:, 2 * H:], np.matmul(rh, Whh, out=rhW), z, h, hs[:, t], h_next)
-            h, h_next = h_next, (h if t else np.empty_like(h))   # never overwrite the caller's h0
-        self.h = h
-        self.cache = (xs, h0, G, hs, rhs)
-        return hs
+        return step
+
+    def _steps_after(self, G, Wh, hns, hs):
+        """The reset-after form's step t, h -> h_next: one product h Wh."""
+        N, _, H = hs.shape
+        bh = self.params[3]
+        G[:, :, :2 * H] += bh[:2 * H]               # z and r: x Wx + b + bh, once for all steps
+        Wh = np.ascontiguousarray(Wh)
+        hW = np.empty((N, 3 * H), dtype=hs.dtype)
+        bhn = bh[2 * H:]
+
+        def step(t, h, h_next):
+            # z, r = σ(· + h Wh{z,r});  hn = h Whn + bhn;  h̃ = tanh(x Wxn + bn + r ⊙ hn);  h' = h + z ⊙ (h̃ − h)
+            kernels.gru_forward_after(G[:, t], np.matmul(h, Wh, out=hW), bhn, h, hns[:, t], hs[:, t], h_next)
+        return step
 
     def backward(self, dhs):
-        _, Wh, _ = self.params
-        xs, h0, G, hs, rhs = self.cache
+        Wh = self.params[1]
+        xs, h0, G, hs, saved = self.cache
         N, T, H = hs.shape
         # Wh^T made contiguous once: the per-step products d Wh^T then read whole
         # rows, which BLAS does faster than through a transposed view.
         WhT = np.ascontiguousarray(Wh.T)
-        WzrT, WhhT = WhT[:2 * H], WhT[2 * H:]
         h_prev = self._previous_states(h0, hs)
         dG = np.empty_like(G)                  # dz_pre | dr_pre | dh̃_pre per step
         dh = np.zeros_like(h0)                 # dL/dh_t, from above and from step t+1
-        drh = np.empty_like(h0)
-        dW = np.empty_like(h0)
-        dhh = np.empty_like(h0)                # contiguous copies of this step's dh̃_pre
-        dzr = np.empty((N, 2 * H), dtype=h0.dtype)   # and [dz_pre | dr_pre], the products' operands
-        scratch = (np.empty_like(h0), np.empty_like(h0))
+        back = self._back_after if self.reset_after else self._back
+        # dWhh = rowsᵀ d: rows r ⊙ h_{t-1} and d = dh̃_pre (book), h_{t-1} and dh̃_pre ⊙ r (reset after)
+        hh_rows, dhh = back(dhs, G, dG, h_prev, saved, dh, WhT)
+        self.dh = dh
+        dG2 = dG.reshape(N * T, 3 * H)
+        np.matmul(h_prev.reshape(N * T, H).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
+        np.matmul(hh_rows.reshape(N * T, H).T, dhh.reshape(N * T, H), out=self.grads[1][:, 2 * H:])
+        dxs = self._input_gradients(xs, dG)
+        if self.reset_after:                   # dbh: db's z | r blocks, and Σ dh̃_pre ⊙ r
+            dbh = self.grads[3]
+            dbh[:2 * H] = self.grads[2][:2 * H]
+            dhh.reshape(N * T, H).sum(axis=0, out=dbh[2 * H:])
+        return dxs
+
+    @staticmethod
+    def _back(dhs, G, dG, h_prev, rhs, dh, WhT):
+        """The book form's steps in reverse; returns (r ⊙ h_{t-1}, dh̃_pre) for dWhh."""
+        N, T, H = dhs.shape
+        WzrT, WhhT = WhT[:2 * H], WhT[2 * H:]
+        drh = np.empty_like(dh)
+        dW = np.empty_like(dh)
+        dhh = np.empty_like(dh)                # contiguous copies of this step's dh̃_pre
+        dzr = np.empty((N, 2 * H), dtype=dh.dtype)   # and [dz_pre | dr_pre], the products' operands
+        scratch = (np.empty_like(dh), np.empty_like(dh))
         for t in reversed(range(T)):
             g, dg, hp = G[:, t], dG[:, t], h_prev[:, t]
             z, r, hh = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
@@ -270,11 +344,23 @@ class TimeGRU(_TimeRecurrent):
             # dh_{t-1} = dh ⊙ (1 − z) + drh ⊙ r + [dz_pre | dr_pre] [Whz | Whr]^T
             kernels.gru_backward_r(drh, z, r, hp, dg[:, H:2 * H], dh, dzr[:, H:], scratch)
             dh += np.matmul(dzr, WzrT, out=dW)
-        self.dh = dh
-        dG2 = dG.reshape(N * T, 3 * H)
-        np.matmul(h_prev.reshape(N * T, H).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
-        np.matmul(rhs.reshape(N * T, H).T, dG2[:, 2 * H:], out=self.grads[1][:, 2 * H:])
-        return self._input_gradients(xs, dG)
+        return rhs, dG[:, :, 2 * H:]
+
+    @staticmethod
+    def _back_after(dhs, G, dG, h_prev, hns, dh, WhT):
+        """The reset-after form's steps in reverse; returns (h_{t-1}, dh̃_pre ⊙ r) for dWhh."""
+        N, T, H = dhs.shape
+        dnrs = np.empty_like(hns)              # dh̃_pre ⊙ r: the gradient of h Whh + bhh
+        dW = np.empty_like(dh)
+        dcat = np.empty((N, 3 * H), dtype=dh.dtype)   # [dz_pre | dr_pre | dh̃_pre ⊙ r], the product's operand
+        scratch = (np.empty_like(dh), np.empty_like(dh))
+        for t in reversed(range(T)):
+            # dh̃_pre = dh ⊙ z ⊙ (1 − h̃²);  dz_pre = dh ⊙ (h̃ − h) ⊙ z ⊙ (1 − z);
+            # dr_pre = dh̃_pre ⊙ (h Whh + bhh) ⊙ r ⊙ (1 − r);  dh_{t-1} = dh ⊙ (1 − z) + dcat Wh^T
+            kernels.gru_backward_after(dhs[:, t], G[:, t], h_prev[:, t], hns[:, t], dh, dG[:, t], dcat,
+                                       dnrs[:, t], scratch)
+            dh += np.matmul(dcat, WhT, out=dW)
+        return h_prev, dnrs
 
 
 class _Cell:
@@ -289,8 +375,8 @@ class _Cell:
 
     Time = None
 
-    def __init__(self, Wx, Wh, b):
-        self.time = self.Time(Wx, Wh, b, stateful=True)
+    def __init__(self, Wx, Wh, b, **options):
+        self.time = self.Time(Wx, Wh, b, stateful=True, **options)
         self.params, self.grads = self.time.params, self.time.grads
 
     def _step(self, x, h_prev, *c_prev):
@@ -351,6 +437,10 @@ class GRU(_Cell):
         z = σ(x Wxz + h_prev Whz + bz)     r = σ(x Wxr + h_prev Whr + br)
         h̃ = tanh(x Wxh + (r ⊙ h_prev) Whh + bh)
         h_next = (1 − z) ⊙ h_prev + z ⊙ h̃
+
+    ``GRU(Wx, Wh, b, reset_after=True, bh=None)``: PyTorch's form,
+    h̃ = tanh(x Wxh + bh̃ + r ⊙ (h_prev Whh + bhh)), with the recurrent bias
+    bh as a fourth parameter (see :class:`TimeGRU`).
 
     Wx: (D, 3H), Wh: (H, 3H), b: (3H,).
     forward(x (N, D), h_prev (N, H)) -> h_next (N, H);

@@ -9,7 +9,9 @@ Sections (each prints one line per check, PASS or FAIL):
 - gradcheck: every layer and two small models against central differences,
   float64 arrays on the device;
 - oracle: TimeGRU, TimeLSTM and TimeSoftmaxWithLoss against PyTorch autograd
-  (on CUDA when PyTorch has it), float64;
+  (on CUDA when PyTorch has it), float64; TimeGRU(reset_after=True) with
+  weights imported from nn.GRU against nn.GRU itself (cuDNN on CUDA), float64
+  and float32;
 - train: book-size BetterRnnlm without dropout, the same iterations on CuPy
   here and on NumPy in a subprocess, in float64 and float32: the loss curves
   must agree (see check_training for the tolerances);
@@ -148,12 +150,45 @@ class Oracle:
         return self.torch.tensor(self.backend.asnumpy(a), dtype=self.torch.float64, device=self.device,
                                  requires_grad=True)
 
-    def compare(self, name, pairs):
+    def compare(self, name, pairs, tol=1e-10):
         asnumpy = self.backend.asnumpy
         err = max(float(numpy.abs(asnumpy(m) - r.detach().cpu().numpy()).max()
                         / max(numpy.abs(r.detach().cpu().numpy()).max(), 1e-12)) for m, r in pairs)
-        self.report.add('oracle', f'{name} vs torch ({self.device})', err < 1e-10, f'max rel diff {err:.1e}',
+        self.report.add('oracle', f'{name} vs torch ({self.device})', err < tol, f'max rel diff {err:.1e}',
                         rel_diff=err)
+
+    def gru_reset_after(self, N, T, D, H, dtype):
+        """TimeGRU(reset_after=True) with the weights of an nn.GRU (2 layers) against that nn.GRU:
+        outputs, input and initial-state gradients, and every weight gradient mapped back."""
+        from ch_gru.torch_interop import from_torch_gru, gru_to_torch
+        torch, backend = self.torch, self.backend
+        torch.manual_seed(0)
+        tdt = getattr(torch, dtype)
+        ref = torch.nn.GRU(D, H, num_layers=2, batch_first=True).to(self.device, tdt)
+        layers = from_torch_gru(ref, stateful=True)
+        xs, h0, dhs = self.dev(N, T, D), self.dev(2, N, H), self.dev(N, T, H)
+        tx, th = (torch.tensor(backend.asnumpy(a), dtype=tdt, device=self.device, requires_grad=True)
+                  for a in (xs, h0))
+        tallow = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False          # full float32 products, as CuPy's
+        try:
+            ths, _ = ref(tx, th)
+            (ths * torch.tensor(backend.asnumpy(dhs), dtype=tdt, device=self.device)).sum().backward()
+        finally:
+            torch.backends.cudnn.allow_tf32 = tallow
+        h = xs.astype(dtype)
+        for k, layer in enumerate(layers):
+            layer.set_state(h0[k].astype(dtype))
+            h = layer.forward(h)
+        d = dhs.astype(dtype)
+        for layer in reversed(layers):
+            d = layer.backward(d)
+        pairs = [(h, ths), (d, tx.grad), (numpy.stack([backend.asnumpy(la.dh) for la in layers]), th.grad)]
+        for k, layer in enumerate(layers):
+            mapped = gru_to_torch(*(backend.asnumpy(g).astype(numpy.float64) for g in layer.grads))
+            pairs += [(m, getattr(ref, f'{n}_l{k}').grad) for m, n in
+                      zip(mapped, ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'))]
+        self.compare(f'TimeGRU reset_after ({dtype})', pairs, 1e-10 if dtype == 'float64' else 1e-4)
 
     def gru(self, N, T, D, H):
         """TimeGRU against the book's GRU equations (common.gradcheck.gru_reference) run by torch."""
@@ -220,6 +255,8 @@ def check_oracle(report, backend):
     oracle = Oracle(report, backend, torch)
     N, T, D, H, V = 3, 6, 4, 5, 7
     oracle.gru(N, T, D, H)
+    for dtype in ('float64', 'float32'):
+        oracle.gru_reset_after(N, T, D, H, dtype)
     oracle.lstm(N, T, D, H)
     oracle.softmax(N, T, V)
 

@@ -24,6 +24,15 @@ def test_check_gpu_passes_on_the_stand_in(tmp_path, shared_data):
     names = {row['check'] for row in result['checks']}
     assert {'TimeGRU (carried h)', 'generate_text.py', '--resume for a third epoch',
             'two ranks on one GPU = one process'} <= names
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    # the GRU of PyTorch's form, with nn.GRU's weights, against nn.GRU (cuDNN where torch has CUDA)
+    rows = {row['check']: row for row in result['checks']}
+    for dtype in ('float64', 'float32'):
+        row = rows[f'TimeGRU reset_after ({dtype}) vs torch (cpu)']
+        assert row['status'] == 'PASS' and row['rel_diff'] < (1e-12 if dtype == 'float64' else 1e-5), row
 
 
 def test_check_gpu_fails_on_a_wrong_kernel(tmp_path, shared_data):
@@ -31,6 +40,12 @@ def test_check_gpu_fails_on_a_wrong_kernel(tmp_path, shared_data):
     assert r.returncode == 1
     failed = {row['check'] for row in result['checks'] if row['status'] == 'FAIL'}
     assert 'TimeGRU (carried h)' in failed and 'TimeLSTM (carried h, c)' not in failed
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+    else:                                  # the reset-after kernels are checked too
+        assert {'TimeGRU reset_after (float64) vs torch (cpu)', 'TimeGRU reset_after (float32) vs torch (cpu)'} <= failed
     assert any(name.startswith('loss curve vs NumPy') for name in failed)
 
 

@@ -27,9 +27,10 @@ def copies(fn):
 
 out = {}
 N, D, H = 3, 4, 5
-for cell, Layer, gates in (('gru', TimeGRU, 3), ('lstm', TimeLSTM, 4)):
+for cell, Layer, gates, options in (('gru', TimeGRU, 3, {}), ('lstm', TimeLSTM, 4, {}),
+                                    ('gru_after', TimeGRU, 3, dict(reset_after=True, bh=dev(3 * H)))):
     for T in (2, 7):
-        layer = Layer(dev(D, gates * H), dev(H, gates * H), dev(gates * H), stateful=True)
+        layer = Layer(dev(D, gates * H), dev(H, gates * H), dev(gates * H), stateful=True, **options)
         xs = dev(N, T, D)
         layer.forward(xs)                      # a carried state for the next call
         def step():
@@ -46,10 +47,11 @@ affine.forward(x)
 out['tied_affine'] = copies(lambda: affine.backward(dev(N, 3, 7)))
 
 # a float64 layer fed a float32 carried state and float32 inputs
-gru = TimeGRU(dev(D, 3 * H, dtype='float64'), dev(H, 3 * H, dtype='float64'), dev(3 * H, dtype='float64'),
-              stateful=True)
-gru.set_state(dev(N, H))
-out['mixed_dtype'] = str(gru.forward(dev(N, 2, D)).dtype)
+for name, options in (('mixed_dtype', {}), ('mixed_dtype_after', dict(reset_after=True))):
+    gru = TimeGRU(dev(D, 3 * H, dtype='float64'), dev(H, 3 * H, dtype='float64'), dev(3 * H, dtype='float64'),
+                  stateful=True, **options)
+    gru.set_state(dev(N, H))
+    out[name] = str(gru.forward(dev(N, 2, D)).dtype)
 
 sgd = SGD(0.1)
 p = [dev(50, 3)]
@@ -67,18 +69,19 @@ def run_fake(code, **env):
 
 def test_gpu_path_copies_nothing_per_step():
     out = json.loads(run_fake(PROGRAM).stdout.strip().splitlines()[-1])
-    for cell in ('gru', 'lstm'):
+    for cell in ('gru', 'lstm', 'gru_after'):
         short, long = out[f'{cell}_T2'], out[f'{cell}_T7']
         # nothing overlapping: CuPy would copy the input of every such launch
         assert not [r for r in long if 'overlaps' in r], long
-    # TimeGRU: whatever is left is per call (the dWh halves), not per time step
-    assert len(out['gru_T7']) == len(out['gru_T2']) <= 4, out['gru_T7']
+    # TimeGRU, both forms: whatever is left is per call (the dWh halves), not per time step
+    for cell in ('gru', 'gru_after'):
+        assert len(out[f'{cell}_T7']) == len(out[f'{cell}_T2']) <= 4, out[f'{cell}_T7']
     assert out['tied_affine'] == [], out['tied_affine']
 
 
 def test_float64_layer_takes_float32_state_and_inputs():
     out = json.loads(run_fake(PROGRAM).stdout.strip().splitlines()[-1])
-    assert out['mixed_dtype'] == 'float64'
+    assert out['mixed_dtype'] == out['mixed_dtype_after'] == 'float64'
 
 
 def test_sgd_scratch_buffer_is_not_saved():

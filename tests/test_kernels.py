@@ -37,6 +37,8 @@ Skipped where CuPy or NVRTC is missing; a failure in CI, which installs both
 (``.ci/run``).
 """
 
+import json
+
 import numpy
 import pytest
 from helpers import IN_CI
@@ -131,3 +133,41 @@ def test_float32_kernel_has_no_double_arithmetic(cupy, name):
     ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
     f64 = [line.strip() for line in ptx.splitlines() if '.f64' in line]
     assert not f64, f'{name}: double-precision instructions in the float32 kernel:\n' + '\n'.join(f64[:10])
+
+
+# -- the kernel bodies' arithmetic, on the stand-in CuPy -------------------------------------------
+
+FUSED_PROGRAM = r'''
+import json, numpy
+from common import backend, kernels
+from common.time_layers import GRU, TimeGRU
+assert kernels.FUSED == (backend.np.__name__ == 'cupy')
+rng = numpy.random.default_rng(0)
+N, T, D, H = 2, 5, 3, 4
+Wx, Wh, b, bh = (backend.asarray(rng.standard_normal(s) * 0.5) for s in ((D, 3 * H), (H, 3 * H), (3 * H,), (3 * H,)))
+xs, h0, dhs = (backend.asarray(rng.standard_normal(s)) for s in ((N, T, D), (N, H), (N, T, H)))
+layer = TimeGRU(Wx, Wh, b, stateful=True, reset_after=True, bh=bh)
+layer.set_state(h0)
+out = [layer.forward(xs), layer.backward(dhs), layer.dh, layer.cache[2], *layer.grads]
+cell = GRU(Wx, Wh, b, reset_after=True, bh=bh)
+out += [cell.forward(xs[:, 0], h0), *cell.backward(dhs[:, 0]), *cell.grads]
+print(json.dumps([backend.asnumpy(a).tolist() for a in out]))
+'''
+
+
+def test_reset_after_kernels_match_the_numpy_steps():
+    """gru_forward_after and gru_backward_after, their CUDA bodies evaluated by
+    the stand-in CuPy, against the NumPy steps: TimeGRU(reset_after=True) and
+    its per-step cell give the same outputs, gradients and cached activations."""
+    from helpers.processes import run_python
+    runs = [run_python(FUSED_PROGRAM, env, fake_cupy=True) for env in ({}, {'DLFS_GPU': '1'})]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    cpu, gpu = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    assert len(cpu) == len(gpu) == 15
+    for i, (a, b) in enumerate(zip(gpu, cpu)):
+        numpy.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=f'array {i}')
+    bug = run_python(FUSED_PROGRAM, {'DLFS_GPU': '1', 'FAKE_CUPY_KERNEL_BUG': '1'}, fake_cupy=True)
+    wrong = json.loads(bug.stdout.strip().splitlines()[-1])
+    assert numpy.abs(numpy.array(wrong[0]) - numpy.array(cpu[0])).max() > 1e-4   # the comparison can fail
+

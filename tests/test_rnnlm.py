@@ -17,9 +17,9 @@ def small_model(cell='gru', dropout=0.5, **kw):
                        dtype='float64', **kw)
 
 
-@pytest.mark.parametrize('cell', ['gru', 'lstm'])
-def test_better_rnnlm_loss_gradient(rng, cell):
-    model = small_model(cell)
+@pytest.mark.parametrize('cell,options', [('gru', {}), ('lstm', {}), ('gru', dict(reset_after=True))])
+def test_better_rnnlm_loss_gradient(rng, cell, options):
+    model = small_model(cell, **options)
     xs = rng.integers(0, 11, (3, 4))
     ts = rng.integers(0, 11, (3, 4))
 
@@ -126,6 +126,7 @@ def test_load_params_refuses_pickles_and_garbage(tmp_path):
     (dict(dropout_ratio=1.0), r'dropout_ratio must be in \[0, 1\)'),
     (dict(cell='tcn'), 'unknown cell'),
     (dict(wordvec_size=4, hidden_size=5), 'weight tying needs'),
+    (dict(cell='lstm', reset_after=True), 'reset_after is an option of the GRU'),
 ])
 def test_bad_model_options(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -141,6 +142,25 @@ def test_load_model_rebuilds_from_the_file(tmp_path, rng):
     assert meta['vocab'] == vocab and other.config == model.config
     xs = rng.integers(0, 11, (2, 3))
     np.testing.assert_array_equal(other.predict(xs), model.predict(xs))
+
+
+def test_reset_after_model_is_saved_and_loaded_back_in_its_form(tmp_path, rng):
+    """reset_after=True: each GRU layer has the recurrent bias as a fourth
+    parameter; the option goes into the file and load_model builds that form."""
+    model = small_model(reset_after=True, dropout=0.0)
+    book = small_model(dropout=0.0)
+    assert model.config['reset_after'] is True and 'reset_after' not in book.config
+    assert len(model.params) == len(book.params) + 2
+    assert all(layer.reset_after and len(layer.params) == 4 for layer in model.rnn_layers)
+    for layer in model.rnn_layers:
+        layer.params[3][...] = rng.standard_normal(layer.params[3].shape)   # bh not zero: it must be saved
+    path = model.save_params(str(tmp_path / 'm.npz'))
+    other, _ = load_model(path)
+    assert other.config == model.config and all(layer.reset_after for layer in other.rnn_layers)
+    xs = rng.integers(0, 11, (2, 3))
+    np.testing.assert_array_equal(other.predict(xs), model.predict(xs))
+    with pytest.raises(CheckpointError, match='build the model with the options it was saved with'):
+        book.load_params(path)
 
 
 def test_saved_parameters_carry_extra_metadata(tmp_path):

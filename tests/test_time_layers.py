@@ -203,6 +203,117 @@ def test_cell_float32_in_float32_out(rng, Cell, gates, states):
     assert all(o.dtype == f for o in (*out, *back, *cell.grads))
 
 
+# -- TimeGRU in the reset-after form (PyTorch's, cuDNN's) ------------------------------------
+
+def gru_after_reference(xs, Wx, Wh, b, bh, h0):
+    """h̃ = tanh(x Wxh + bxh + r ⊙ (h Whh + bhh)), z, r with b + bh, one gate at a time:
+    the hidden states (N, T, H) and the activations z | r | h̃ (N, T, 3H)."""
+    H = Wh.shape[0]
+    (Wxz, Wxr, Wxh), (Whz, Whr, Whh) = np.split(Wx, 3, axis=1), np.split(Wh, 3, axis=1)
+    (bz, br, bn), (bhz, bhr, bhn) = np.split(b, 3), np.split(bh, 3)
+    h, hs, acts = h0, [], []
+    for t in range(xs.shape[1]):
+        x = xs[:, t]
+        z = s(x @ Wxz + bz + h @ Whz + bhz)
+        r = s(x @ Wxr + br + h @ Whr + bhr)
+        n = np.tanh(x @ Wxh + bn + r * (h @ Whh + bhn))
+        h = (1 - z) * h + z * n
+        hs.append(h)
+        acts.append(np.hstack((z, r, n)))
+    assert h.shape[1] == H
+    return np.stack(hs, axis=1), np.stack(acts, axis=1)
+
+
+def gru_after_params(rng, D, H):
+    return cell_params(rng, D, H, 3) + [randn(rng, 3 * H)]
+
+
+def test_reset_after_gru_is_its_equations_and_caches_z_r_h(rng):
+    N, T, D, H = 3, 6, 4, 5
+    Wx, Wh, b, bh = gru_after_params(rng, D, H)
+    xs, h0 = randn(rng, N, T, D), randn(rng, N, H)
+    layer = TimeGRU(Wx, Wh, b, stateful=True, reset_after=True, bh=bh)
+    assert len(layer.params) == len(layer.grads) == 4 and layer.params[3] is bh
+    layer.set_state(h0)
+    hs = layer.forward(xs)
+    ref_hs, ref_acts = gru_after_reference(xs, Wx, Wh, b, bh, h0)
+    np.testing.assert_allclose(hs, ref_hs, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(layer.cache[2], ref_acts, rtol=1e-12, atol=1e-14)   # z | r | h̃, (N, T, 3H)
+    np.testing.assert_array_equal(layer.h, hs[:, -1])
+    # bh = 0: the two forms differ (r ⊙ (h Whh) ≠ (r ⊙ h) Whh), they are not one function
+    book = TimeGRU(Wx, Wh, b).forward(xs)
+    after = TimeGRU(Wx, Wh, b, reset_after=True).forward(xs)
+    assert np.abs(book - after).max() > 1e-3
+
+
+def test_reset_after_gru_gradients(rng):
+    """Float64 finite differences for Wx, Wh, b, bh and the input, from a carried state."""
+    N, T, D, H = 2, 4, 3, 4
+    layer = TimeGRU(*gru_after_params(rng, D, H)[:3], stateful=True, reset_after=True, bh=randn(rng, 3 * H))
+    h0 = randn(rng, N, H)
+    check_layer(layer, [randn(rng, N, T, D)], rng, before=lambda: layer.set_state(h0))
+    # and the gradient of the carried state
+    xs, R = randn(rng, N, T, D), randn(rng, N, T, H)
+
+    def loss():
+        layer.set_state(h0)
+        return (layer.forward(xs) * R).sum()
+
+    loss()
+    layer.backward(R)
+    assert_close(layer.dh, numerical_gradient(loss, h0), 'dh0')
+
+
+def test_reset_after_gru_carries_its_state_like_one_long_sequence(rng):
+    N, T, D, H = 2, 6, 3, 4
+    params = gru_after_params(rng, D, H)
+    xs = randn(rng, N, T, D)
+    whole = TimeGRU(*params[:3], reset_after=True, bh=params[3]).forward(xs)
+    halves = TimeGRU(*params[:3], stateful=True, reset_after=True, bh=params[3])
+    parts = [halves.forward(xs[:, :3]), halves.forward(xs[:, 3:])]
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, rtol=1e-12)
+
+
+def test_reset_after_gru_float32(rng):
+    f = np.float32
+    layer = TimeGRU(*[p.astype(f) for p in gru_after_params(rng, 3, 4)[:3]], reset_after=True)
+    hs = layer.forward(randn(rng, 2, 5, 3).astype(f))
+    dxs = layer.backward(np.ones_like(hs))
+    assert all(a.dtype == f for a in (hs, dxs, *layer.grads)) and layer.params[3].dtype == f
+
+
+def test_gru_bias_options_are_checked(rng):
+    from common.errors import ConfigError
+    Wx, Wh, b, bh = gru_after_params(rng, 3, 4)
+    with pytest.raises(ConfigError, match='reset_after=True') as exc:
+        TimeGRU(Wx, Wh, b, bh=bh)
+    assert '\n' not in str(exc.value)
+    with pytest.raises(ConfigError, match=r'bh has shape \(5,\) but b has \(12,\)'):
+        TimeGRU(Wx, Wh, b, reset_after=True, bh=bh[:5])
+
+
+def test_reset_after_gru_cell_is_the_time_layer_for_one_step(rng):
+    """The per-step GRU passes reset_after on: the same four parameter arrays, TimeGRU's numbers."""
+    N, D, H = 2, 3, 4
+    params = gru_after_params(rng, D, H)
+    cell = GRU(*params[:3], reset_after=True, bh=params[3])
+    assert len(cell.params) == 4 and all(a is b for a, b in zip(cell.params, params))
+    x, h = randn(rng, N, D), randn(rng, N, H)
+    np.testing.assert_allclose(cell.forward(x, h), gru_after_reference(x[:, None], *params, h)[0][:, 0], rtol=1e-12)
+    R = randn(rng, N, H)
+
+    def loss():
+        return (cell.forward(x, h) * R).sum()
+
+    loss()
+    dx, dh = cell.backward(R)
+    grads = [g.copy() for g in cell.grads]
+    assert_close(dx, numerical_gradient(loss, x), 'dx')
+    assert_close(dh, numerical_gradient(loss, h), 'dh')
+    for i, p in enumerate(cell.params):
+        assert_close(grads[i], numerical_gradient(loss, p), f'param {i}')
+
+
 # -- TimeBiLSTM -------------------------------------------------------------------------------
 
 def test_bilstm_gradients(rng):
