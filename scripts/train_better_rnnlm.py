@@ -79,6 +79,9 @@ def build_parser():
     model.add_argument('--hidden-size', type=positive_int, default=650,
                        help='hidden size (equal to --wordvec-size: the output weight is tied to the embedding)')
     model.add_argument('--dropout', type=ratio, default=0.5, help='dropout ratio')
+    model.add_argument('--reset-after', action='store_true',
+                       help="GRU in PyTorch's and cuDNN's form (reset gate after the recurrent product, a recurrent "
+                            "bias): its weights move to and from nn.GRU (docs/pytorch.md)")
 
     reg = p.add_argument_group('regularisation (AWD-LSTM; --recipe regularised turns them on)')
     reg.add_argument('--locked-dropout', action=BooleanOptionalAction, default=False,
@@ -161,7 +164,7 @@ def main(argv=None):
     train, valid, test, word_to_id, source = load_corpora(args)
     vocab_size = len(word_to_id)
     model = BetterRnnlm(vocab_size, args.wordvec_size, args.hidden_size, args.dropout, cell=args.cell,
-                        dtype=args.dtype, **regularisation_options(args))
+                        dtype=args.dtype, reset_after=args.reset_after, **regularisation_options(args))
     print(f'data: {source}: {len(train)} / {len(valid)} / {len(test)} tokens, vocabulary {vocab_size} '
           f'({time.time() - t0:.1f}s)')
     print(f'model: {model.describe()}, {model.param_count():,} parameters, '

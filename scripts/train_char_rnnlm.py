@@ -78,6 +78,9 @@ def build_parser():
     model.add_argument('--embed-size', type=positive_int, default=64, help='character embedding size')
     model.add_argument('--hidden-size', type=positive_int, default=256, help='hidden size')
     model.add_argument('--dropout', type=ratio, default=0.0, help='dropout ratio')
+    model.add_argument('--reset-after', action='store_true',
+                       help="GRU in PyTorch's and cuDNN's form (reset gate after the recurrent product, a recurrent "
+                            "bias): its weights move to and from nn.GRU (docs/pytorch.md)")
     model.add_argument('--tie', action='store_true',
                        help='tie the output weight to the embedding (needs --embed-size == --hidden-size)')
 
@@ -123,7 +126,8 @@ def main(argv=None):
                                args.max_chars)
     vocab = corpus.vocab
     model = Rnnlm(len(vocab), args.embed_size, args.hidden_size, num_layers=args.layers,
-                  dropout_ratio=args.dropout, cell=args.cell, tie_weights=args.tie, dtype=args.dtype)
+                  dropout_ratio=args.dropout, cell=args.cell, tie_weights=args.tie, dtype=args.dtype,
+                  reset_after=args.reset_after)
     test_size = 0 if corpus.test is None else len(corpus.test)
     print(f'data: {corpus.description}: {len(corpus.train)} / {len(corpus.valid)} / {test_size} tokens, '
           f"vocabulary {len(vocab)}{' (with <bos>, <eos>)' if args.sentences else ''} ({time.time() - t0:.1f}s)")

@@ -150,7 +150,8 @@ def test_help_lists_every_flag():
     for flag in ('--corpus', '--format', '--split', '--sentences', '--data-dir', '--max-chars', '--cell', '--layers',
                  '--embed-size', '--hidden-size', '--dropout', '--tie', '--optimizer', '--lr', '--lr-decay',
                  '--lr-epoch-factor', '--max-grad', '--batch-size', '--time-size', '--max-epoch', '--max-seconds', '--eval-interval',
-                 '--valid-interval', '--eval-batch-size', '--seed', '--gpu', '--out-dir', '--save', '--sample'):
+                 '--valid-interval', '--eval-batch-size', '--seed', '--gpu', '--out-dir', '--save', '--sample',
+                 '--reset-after', '--dtype', '--processes'):
         assert flag in r.stdout, flag
     g = run_script(GENERATE, '--help')
     for flag in ('--prime', '--length', '--samples', '--temperature', '--top-k', '--skip', '--stop-at-end',
@@ -165,6 +166,7 @@ def test_help_lists_every_flag():
     (['--format', 'ptb-char'], '--format goes with --corpus PATH'),
     (['--corpus', '/nonexistent/corpus.txt'], 'error: corpus file /nonexistent/corpus.txt does not exist'),
     (['--optimizer', 'rmsprop'], "invalid choice: 'rmsprop'"),
+    (['--cell', 'lstm', '--reset-after'], "reset_after is an option of the GRU, not of cell 'lstm'"),
 ])
 def test_user_mistakes_give_one_line(tmp_path, args, message):
     r = run_script(TRAIN, *args, '--out-dir', str(tmp_path))
@@ -197,3 +199,20 @@ def test_a_small_file_of_sentences_at_default_sizes(shared_data, tmp_path):
     g = run_script(GENERATE, str(out / 'CharRnnlm.npz'), '--samples', '3', '--length', '100', '--seed', '2')
     assert g.returncode == 0, g.stderr
     assert len(g.stdout.splitlines()) == 3
+
+
+def test_a_reset_after_gru_trains_and_its_model_file_goes_to_pytorch(shared_data, tmp_path):
+    torch = pytest.importorskip('torch')
+    out = tmp_path / 'run'
+    r = run_script(TRAIN, '--data-dir', shared_data, *SMALL, '--max-epoch', '1', '--reset-after', '--out-dir', str(out))
+    assert r.returncode == 0, r.stderr
+    assert "reset_after=True" in r.stdout
+    import numpy
+    from ch_gru.rnnlm import load_model
+    from ch_gru.torch_interop import to_torch_model
+    model, _ = load_model(str(out / 'CharRnnlm.npz'))
+    ids = numpy.arange(24, dtype=numpy.int64).reshape(2, 12) % model.config['vocab_size']
+    model.reset_state()
+    ours = model.predict(ids)
+    theirs = to_torch_model(model).eval()(torch.from_numpy(ids))[0].detach().numpy()
+    numpy.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-5 * numpy.abs(ours).max())
