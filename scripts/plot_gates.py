@@ -80,8 +80,9 @@ def load_model(args, corpus):
         raise ConfigError(f'{args.model_file} is a word model: give a character model of '
                           f'scripts/train_char_rnnlm.py')
     config = generator.model.config
-    description = (f"{os.path.basename(args.model_file)} ({config['num_layers']} {config['cell'].upper()} "
-                   f"layer(s), H = {config['hidden_size']})")
+    layers = config['num_layers']
+    description = (f"{os.path.basename(args.model_file)} ({layers} {config['cell'].upper()} "
+                   f"layer{'s' if layers > 1 else ''}, H = {config['hidden_size']})")
     return generator.model, generator.codec.vocab, description
 
 

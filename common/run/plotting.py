@@ -154,8 +154,8 @@ def recipe_curves(runs, path, title=None):
         ax.set_xlabel(xlabel)
         ax.set_ylabel('perplexity')
         ax.set_yscale('log')
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
-        ax.yaxis.set_major_formatter(ScalarFormatter())      # 200, 300, 500 rather than 2 x 10^2
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 4.0, 5.0, 7.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())      # 200, 300, 400 rather than 2 x 10^2
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which='both')
         ax.legend(fontsize=8)
