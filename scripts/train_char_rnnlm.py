@@ -98,6 +98,16 @@ def make_optimizer(name, lr):
     return {'sgd': SGD, 'momentum': Momentum, 'adagrad': AdaGrad, 'adam': Adam}[name](lr)
 
 
+def check_model_args(args):
+    """One line for options that contradict each other."""
+    from common.errors import ConfigError
+    if args.tie and args.embed_size != args.hidden_size:
+        raise ConfigError(f'--tie needs --embed-size ({args.embed_size}) equal to --hidden-size '
+                          f'({args.hidden_size}): make them equal or drop --tie')
+    if args.format != 'text' and args.corpus in ('shakespeare', 'ptb-char'):
+        raise ConfigError(f'--format goes with --corpus PATH: {args.corpus} has a known format; drop --format')
+
+
 def main(argv=None):
     args, resume = parse_args(build_parser(), argv)
     settings = TrainSettings.from_args(args, resume, unit='char', model_file=DEFAULTS['model_file'])
@@ -111,16 +121,11 @@ def main(argv=None):
 
     from ch_gru.generate import CharCodec, TextGenerator
     from ch_gru.rnnlm import Rnnlm
-    from common.errors import ConfigError
     from common.batching.sentences import SentenceTrainer, eval_sentences
     from common.run.loop import train_with_validation
     from dataset import chars
 
-    if args.tie and args.embed_size != args.hidden_size:
-        raise ConfigError(f'--tie needs --embed-size ({args.embed_size}) equal to --hidden-size '
-                          f'({args.hidden_size}): make them equal or drop --tie')
-    if args.format != 'text' and args.corpus in ('shakespeare', 'ptb-char'):
-        raise ConfigError(f'--format goes with --corpus PATH: {args.corpus} has a known format; drop --format')
+    check_model_args(args)
     t0 = time.time()
     corpus = chars.load_corpus(args.corpus, args.split, args.sentences, args.format, args.data_dir,
                                args.max_chars)
