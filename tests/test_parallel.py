@@ -317,6 +317,27 @@ def test_a_batch_the_ranks_cannot_share_is_one_line(tmp_path, shared_data, flag,
     assert not os.path.exists(os.path.join(str(tmp_path), 'log.jsonl'))
 
 
+SHARE_CORES = """
+import os
+for name in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ.pop(name, None)                 # as a user's shell has them: unset
+from common.parallel.communicator import cores, world
+comm = world()                                 # before NumPy is loaded, as in the scripts
+import numpy, threadpoolctl
+print(comm.rank, comm.threads, sorted({p['num_threads'] for p in threadpoolctl.threadpool_info()}), cores())
+"""
+
+
+@needs_mpi
+def test_ranks_under_a_bare_mpiexec_share_the_cores_blas_threads():
+    pytest.importorskip('threadpoolctl')
+    r = ok(run_python(SHARE_CORES, None, mpi=2))
+    lines = sorted(r.stdout.split('\n')[:-1])
+    cores = int(lines[0].split()[-1])
+    expect = max(1, cores // 2)
+    assert lines == [f'{rank} {expect} [{expect}] {cores}' for rank in (0, 1)], r.stdout
+
+
 @needs_mpi
 def test_processes_other_than_mpiexecs_is_one_line(tmp_path, shared_data):
     r = launch(2, *tiny_script_args(shared_data, str(tmp_path)), '--processes', '3', program=SCRIPT, timeout=60)

@@ -60,20 +60,25 @@ def cores():
 
 
 def share_cores(local_size, environ=os.environ):
-    """K ranks on one machine: each limits its BLAS to cores // K threads
-    (threadpoolctl, the ``mpi`` extra), unless the user set the thread count;
-    otherwise K ranks would each start a thread per core and wait on one
-    another inside every product. Returns the threads of each rank (None: unknown)."""
+    """K ranks on one machine: each gives its BLAS cores // K threads, unless
+    the user set the thread count; otherwise K ranks would each start a
+    thread per core and wait on one another inside every product. The
+    variables are set for the libraries loaded from now on (NumPy is not
+    loaded yet when the communicator starts), threadpoolctl (the ``mpi``
+    extra) limits those loaded already. Returns the threads of each rank
+    (None: unknown)."""
     chosen = [environ[name] for name in THREAD_VARS if name in environ]
     if chosen:
         return int(chosen[0]) if chosen[0].isdigit() else None
     if local_size < 2:
         return None
+    limit = max(1, cores() // local_size)
+    for name in THREAD_VARS:
+        environ[name] = str(limit)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return None
-    limit = max(1, cores() // local_size)
+        return None if 'numpy' in sys.modules else limit
     threadpool_limits(limits=limit)
     return limit
 
