@@ -1,5 +1,7 @@
 """What the tests share: paths, the CI switch, the one way to start a child process
-(:mod:`helpers.processes`), the book-style models (:mod:`helpers.book_clients`) and
+(:mod:`helpers.processes`), the book-style models (:mod:`helpers.book_clients`, the
+seq2seq ones of chapters 7-8 in :mod:`helpers.book_seq2seq`), the book's way of pickling
+weights (:mod:`helpers.book_pickles`), the PNG checks (:mod:`helpers.images`) and
 stand-in models with known losses (:mod:`helpers.fakes`).
 Gradient checks and the step-by-step references live in :mod:`common.gradcheck`."""
 import os
