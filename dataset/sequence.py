@@ -42,7 +42,7 @@ def path(file_name='addition.txt', data_dir=None):
     if os.path.isfile(beside):
         return verify(beside, md5)
     try:
-        return fetch(file_name, SUBDIR, MIRRORS, md5, data_dir, download=md5 is not None)
+        return fetch(file_name, SUBDIR, MIRRORS, md5, data_dir, download=md5 is not None, beside=HERE)
     except DataError:
         if md5 is not None:
             raise
