@@ -13,7 +13,6 @@
   the reset gate r of a GRU over a passage, as TimeGRU's forward left them.
 * :func:`read_run_log`: the perplexity curve of a run from its ``log.jsonl``.
 """
-import json
 import math
 
 import numpy
@@ -21,6 +20,7 @@ import numpy
 from common.np import *  # noqa: F401,F403
 from common import backend
 from common.errors import ConfigError, DataError
+from common.run.runlog import JsonLog
 from common.time_layers import TimeGRU, TimeSoftmaxWithLoss
 
 
@@ -173,8 +173,7 @@ def read_run_log(path):
     ``epoch``, ``seconds`` (training seconds), ``train``, ``valid`` (perplexity)
     and the run's ``recipe`` (None when its start record does not say)."""
     try:
-        with open(path, encoding='utf-8') as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = JsonLog.read(path)
     except OSError as exc:
         raise DataError(f'cannot read the run log {path}: {exc.strerror}: give the log.jsonl a training script '
                         f'wrote (or its --out-dir)') from None

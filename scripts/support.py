@@ -124,11 +124,9 @@ def last_json(stdout):
 
 def read_log(run_dir):
     """The records of ``run_dir``/log.jsonl (as the training scripts write it); [] without one."""
+    from common.run.runlog import JsonLog
     path = os.path.join(run_dir, 'log.jsonl')
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return JsonLog.read(path) if os.path.exists(path) else []
 
 
 def script_command(name, argv=None):

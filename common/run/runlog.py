@@ -30,6 +30,12 @@ class JsonLog:
         with open(self.path, 'a', encoding='utf-8') as f:
             f.write(json.dumps(record) + '\n')
 
+    @staticmethod
+    def read(path):
+        """The records of the log at ``path``, in order (OSError, ValueError as ``open`` and ``json`` raise them)."""
+        with open(path, encoding='utf-8') as f:
+            return [json.loads(line) for line in f if line.strip()]
+
 
 class RunLog:
     """The printed lines, ``log.jsonl`` and ``perplexity.png`` of a run in ``out_dir``."""
