@@ -15,14 +15,22 @@ matter for host/device bugs:
   ``ElementwiseKernel`` whose memory bounds overlap an output's (CuPy copies
   the input first: ``_copy_in_args_if_needed`` with ``may_share_bounds``);
 * an ``ElementwiseKernel`` refuses ``T`` arguments of different dtypes, as
-  CuPy does (``TypeError: Type is mismatched``).
+  CuPy does (``TypeError: Type is mismatched``);
+* stream capture (``cupy.cuda.Stream.begin_capture``) records every operation
+  into a graph and refuses what CuPy 14 refuses during a capture: cuBLAS
+  (``matmul`` & co), host reads and host-to-device copies, operations whose
+  output size depends on the data, the legacy ``cupy.random`` functions, work
+  on another stream (:mod:`cupy._graph` says how a capture is simulated).
 
 Everything else is delegated to NumPy, so results are bit-identical to the
 NumPy backend with the same seeds.
 """
+import operator as _operator
 import os as _os
 
 import numpy as _np
+
+from cupy import _graph
 
 __version__ = '0.0-fake'
 _IMPLICIT = ('Implicit conversion to a NumPy array is not allowed. '
@@ -97,8 +105,62 @@ def _wrap(x):
     return x
 
 
+#: What reaches cuBLAS through CuPy (besides ``numpy.linalg``): refused during a capture.
+_CUBLAS = frozenset({'matmul', 'dot', 'vdot', 'tensordot', 'inner', 'einsum'})
+#: What has an output whose size depends on the data: it synchronises, refused during a capture.
+_DATA_DEPENDENT = frozenset({'unique', 'nonzero', 'argwhere', 'flatnonzero'})
+#: Methods that read device memory on the host.
+_HOST_READS = frozenset({'item', 'tolist', 'tobytes'})
+
+
+def _refuse_cublas(name):
+    if _graph.capturing():
+        raise NotImplementedError(f'cupy.{name}: cuBLAS is not supported during stream capture in CuPy 14 '
+                                  f'(cupy.matmul & co): use the capturable GEMM')
+
+
+def _check_capturable(fn, raw_args):
+    """Raise what CuPy raises when ``fn`` runs during a capture (nothing outside one)."""
+    if not _graph.capturing():
+        return
+    name = getattr(fn, '__name__', '')
+    if name in _CUBLAS or (getattr(fn, '__module__', None) or '').startswith('numpy.linalg'):
+        _refuse_cublas(name)
+    if name in _DATA_DEPENDENT or (name == 'where' and len(raw_args) == 1):
+        _graph.refuse(f'cupy.{name} (its output size depends on the data: it synchronises)')
+    if name in _HOST_READS:
+        _graph.refuse(f'ndarray.{name} (a device-to-host read)')
+
+
+def _run(fn, raw_args, raw_kwargs):
+    """``fn`` on NumPy arguments, its result wrapped; during a capture also a graph node."""
+    _graph.check_stream()
+    _check_capturable(fn, raw_args)
+    result = _wrap(fn(*raw_args, **raw_kwargs))
+    if _graph.capturing():
+        owner = getattr(fn, '__self__', None)          # a method's array
+        inputs = _graph.leaves([raw_args, list(raw_kwargs.values()), owner])
+        _graph.record(_graph.Node(lambda: fn(*raw_args, **raw_kwargs), _graph.leaves(_unwrap(result)), inputs))
+    return result
+
+
 def _call(fn, args, kwargs, what='argument'):
-    return _wrap(fn(*_unwrap(args, what), **_unwrap(kwargs, what)))
+    return _run(fn, _unwrap(args, what), _unwrap(kwargs, what))
+
+
+def _launch(run):
+    """Run a kernel that writes its outputs in place; during a capture also a graph node."""
+    _graph.check_stream()
+    run()
+    _graph.record(_graph.Node(run))
+
+
+class _DataPointer:
+    """``ndarray.data``: ``ptr`` is the address of the first element, as CuPy's MemoryPointer."""
+    __slots__ = ('ptr',)
+
+    def __init__(self, ptr):
+        self.ptr = ptr
 
 
 class ndarray:
@@ -106,6 +168,7 @@ class ndarray:
 
     def __init__(self, a):
         self._a = a
+        _graph.register(a)
 
     shape = property(lambda self: self._a.shape)
     dtype = property(lambda self: self._a.dtype)
@@ -116,12 +179,14 @@ class ndarray:
     nbytes = property(lambda self: self._a.nbytes)
     flags = property(lambda self: self._a.flags)
     T = property(lambda self: ndarray(self._a.T))
+    data = property(lambda self: _DataPointer(self._a.__array_interface__['data'][0]))
 
     @property
     def base(self):
         return None if self._a.base is None else ndarray(self._a.base)
 
-    def get(self):
+    def get(self, stream=None):
+        _graph.refuse('ndarray.get (a device-to-host copy)')
         return self._a.copy()
 
     def __array__(self, *args, **kwargs):
@@ -133,27 +198,33 @@ class ndarray:
             out = _unwrap(kwargs.get('out', ()), 'out')
             out = out if isinstance(out, tuple) else (out,)
             if ufunc is _np.matmul:
+                _refuse_cublas('matmul')
                 _count_matmul(*raw[:2], out[0] if out else None)
             else:
                 _count_overlap(ufunc.__name__, raw, out)
-        return _call(getattr(ufunc, method), inputs, kwargs)
+        return _call(ufunc if method == '__call__' else getattr(ufunc, method), inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
         return _call(func, args, kwargs)
 
     def __matmul__(self, other):
+        _refuse_cublas('matmul')
         _count_matmul(self._a, _unwrap(other, 'an operand'))
-        return _wrap(self._a @ _unwrap(other, 'an operand'))
+        return _run(_operator.matmul, (self._a, _unwrap(other, 'an operand')), {})
 
     def __rmatmul__(self, other):
+        _refuse_cublas('matmul')
         _count_matmul(_unwrap(other, 'an operand'), self._a)
-        return _wrap(_unwrap(other, 'an operand') @ self._a)
+        return _run(_operator.matmul, (_unwrap(other, 'an operand'), self._a), {})
 
     def __getitem__(self, key):
-        return _wrap(self._a[_unwrap(key, 'an index')])
+        key = _unwrap(key, 'an index')
+        if any(getattr(k, 'dtype', None) == bool for k in (key if isinstance(key, tuple) else (key,))):
+            _graph.refuse('boolean-mask indexing (its output size depends on the data: it synchronises)')
+        return _run(_operator.getitem, (self._a, key), {})
 
     def __setitem__(self, key, value):
-        self._a[_unwrap(key, 'an index')] = _unwrap(value, 'the assigned value')
+        _run(_operator.setitem, (self._a, _unwrap(key, 'an index'), _unwrap(value, 'the assigned value')), {})
 
     def __getattr__(self, name):
         if name.startswith('__'):       # no __array_interface__ & co: no silent host views
@@ -167,21 +238,26 @@ class ndarray:
         return len(self._a)
 
     def __iter__(self):
-        return (_wrap(v) for v in self._a)
+        return (self[i] for i in range(len(self)))
 
     def __repr__(self):
+        _graph.refuse('repr of a device array (a device-to-host read)')
         return 'fake_cupy.' + repr(self._a)
 
     def __float__(self):
+        _graph.refuse('float() of a device array (a device-to-host read)')
         return float(self._a)
 
     def __int__(self):
+        _graph.refuse('int() of a device array (a device-to-host read)')
         return int(self._a)
 
     def __bool__(self):
+        _graph.refuse('bool() of a device array (a device-to-host read)')
         return bool(self._a)
 
     def __index__(self):
+        _graph.refuse('a device array as an index (a device-to-host read)')
         return self._a.__index__()
 
     def __hash__(self):
@@ -190,13 +266,13 @@ class ndarray:
 
 def _binary(name):
     def method(self, *args):
-        return _wrap(getattr(self._a, name)(*_unwrap(args, 'an operand')))
+        return _run(getattr(self._a, name), _unwrap(args, 'an operand'), {})
     return method
 
 
 def _inplace(name):
     def method(self, other):
-        getattr(self._a, name)(_unwrap(other, 'an operand'))
+        _run(getattr(self._a, name), (_unwrap(other, 'an operand'),), {})
         return self
     return method
 
@@ -232,20 +308,28 @@ class _Ufunc:
         return method
 
 
+_HOST_TO_DEVICE = 'cupy.asarray/cupy.array of host data (a synchronous host-to-device copy)'
+
+
 def asarray(a, dtype=None, order=None):
     if isinstance(a, ndarray):
-        return a if dtype is None or a.dtype == dtype else ndarray(a._a.astype(dtype))
+        return a if dtype is None or a.dtype == dtype else _call(a._a.astype, (dtype,), {})
+    _graph.refuse(_HOST_TO_DEVICE)
     return ndarray(_np.array(a, dtype=dtype, order=order, copy=True))   # host -> "device" copy
 
 
 def array(a, dtype=None, copy=True, order='K'):
     if isinstance(a, ndarray):
-        return ndarray(_np.array(a._a, dtype=dtype, copy=copy, order=order))
+        return _call(_np.array, (a,), dict(dtype=dtype, copy=copy, order=order))
+    _graph.refuse(_HOST_TO_DEVICE)
     return ndarray(_np.array(a, dtype=dtype, order=order, copy=True))
 
 
-def asnumpy(a):
-    return a._a.copy() if isinstance(a, ndarray) else _np.asarray(a)
+def asnumpy(a, stream=None):
+    if isinstance(a, ndarray):
+        _graph.refuse('cupy.asnumpy (a device-to-host copy)')
+        return a._a.copy()
+    return _np.asarray(a)
 
 
 def get_array_module(*args):
@@ -253,16 +337,8 @@ def get_array_module(*args):
     return sys.modules[__name__]
 
 
-class _MemoryPool:
-    def total_bytes(self):
-        return 0
-
-    def used_bytes(self):
-        return 0
-
-
 def get_default_memory_pool():
-    return _MemoryPool()
+    return cuda.default_memory_pool
 
 
 def fuse(*args, **kwargs):
@@ -272,9 +348,22 @@ def fuse(*args, **kwargs):
     return lambda f: f
 
 
+#: The functions a kernel body may call (CUDA's overloads of the same names).
+_KERNEL_FUNCTIONS = dict(exp=_np.exp, tanh=_np.tanh, min=_np.minimum, max=_np.maximum)
+
+
+def _kernel_arrays(name, args):
+    """The NumPy arrays behind a kernel's arguments; ``T`` arguments must agree in dtype."""
+    arrays = [_unwrap(a, f'an argument of kernel {name}') for a in args]
+    dtypes = {a.dtype for a in arrays if isinstance(a, _np.ndarray)}
+    if len(dtypes) > 1:
+        raise TypeError(f'Type is mismatched. {name}: T arguments of dtypes {sorted(d.name for d in dtypes)}')
+    return arrays
+
+
 class ElementwiseKernel:
     """Runs a kernel body written in the common subset of CUDA C and Python
-    (one assignment per statement, exp/tanh/+-*/) on the NumPy arrays behind
+    (one assignment per statement, exp/tanh/min/max/+-*/) on the NumPy arrays behind
     the fake device arrays: the math and the argument wiring of a fused kernel
     are checked, not its CUDA compilation."""
 
@@ -291,16 +380,18 @@ class ElementwiseKernel:
             args = args + tuple(ndarray(_np.empty(shape, dtype=first.dtype)) for _ in self.outputs)
         if len(args) != len(self.inputs) + len(self.outputs):
             raise TypeError(f'{self.name}: expected {len(self.inputs) + len(self.outputs)} arrays, got {len(args)}')
-        arrays = [_unwrap(a, f'an argument of kernel {self.name}') for a in args]
-        if len({a.dtype for a in arrays if isinstance(a, _np.ndarray)}) > 1:
-            raise TypeError(f'Type is mismatched. {self.name}: T arguments of dtypes '
-                            f"{sorted({a.dtype.name for a in arrays if isinstance(a, _np.ndarray)})}")
+        arrays = _kernel_arrays(self.name, args)
         _count_overlap(self.name, arrays[:len(self.inputs)], arrays[len(self.inputs):])
         shape = _np.broadcast_shapes(*(a.shape for a in arrays))
         for name, a in zip(self.outputs, arrays[len(self.inputs):]):
             if a.shape != shape:
                 raise ValueError(f'{self.name}: output {name} has shape {a.shape}, expected {shape}')
-        ns = dict(zip(self.inputs + self.outputs, arrays), exp=_np.exp, tanh=_np.tanh)
+        _launch(lambda: self._body(arrays))
+        outs = [ndarray(a) for a in arrays[len(self.inputs):]]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _body(self, arrays):
+        ns = dict(zip(self.inputs + self.outputs, arrays), **_KERNEL_FUNCTIONS)
         with _np.errstate(over='ignore'):
             for statement in self.statements:
                 target, expr = (part.strip() for part in statement.split('=', 1))
@@ -309,8 +400,43 @@ class ElementwiseKernel:
                 ns[target][...] = eval(expr, {'__builtins__': {}}, ns)
                 if _os.environ.get('FAKE_CUPY_KERNEL_BUG'):   # a planted bug, for tests of the checks
                     ns[target][...] *= 1.001
-        outs = [ndarray(a) for a in arrays[len(self.inputs):]]
-        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+class ReductionKernel:
+    """A sum reduction: ``map_expr`` (a kernel body's expression of the input
+    names) summed over ``axis``; only ``reduce_expr='a + b'`` with
+    ``post_map_expr='y = a'``. The result has the input's dtype; ``out`` is
+    written in place."""
+
+    def __init__(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,
+                 name='reduce', **kwargs):
+        if reduce_expr.replace(' ', '') != 'a+b' or post_map_expr.replace(' ', '') != 'y=a':
+            raise NotImplementedError(f'{name}: the stand-in ReductionKernel sums only '
+                                      f"(reduce_expr 'a + b', post_map_expr 'y = a')")
+        self.inputs = [p.split()[-1] for p in in_params.split(',')]
+        self.map_expr = map_expr
+        self.name = name
+
+    def __call__(self, *args, axis=None, out=None, keepdims=False):
+        if len(args) != len(self.inputs):
+            raise TypeError(f'{self.name}: expected {len(self.inputs)} arrays, got {len(args)}')
+        arrays = _kernel_arrays(self.name, args)
+        dtype = next(a.dtype for a in arrays if isinstance(a, _np.ndarray))
+        shape = _np.broadcast_shapes(*(_np.shape(a) for a in arrays))
+        reduced = _np.broadcast_to(_np.zeros((), dtype), shape).sum(axis=axis, keepdims=keepdims).shape
+        result = ndarray(_np.empty(reduced, dtype)) if out is None else out
+        raw = _unwrap(result, 'out')
+        if raw.shape != reduced or raw.dtype != dtype:
+            raise TypeError(f'Type is mismatched. {self.name}: out is {raw.dtype.name} {raw.shape}, '
+                            f'expected {dtype.name} {reduced}')
+        _launch(lambda: self._body(arrays, raw, shape, axis, keepdims))
+        return result
+
+    def _body(self, arrays, out, shape, axis, keepdims):
+        ns = dict(zip(self.inputs, arrays), **_KERNEL_FUNCTIONS)
+        with _np.errstate(over='ignore'):
+            mapped = _np.broadcast_to(eval(self.map_expr, {'__builtins__': {}}, ns), shape)
+            out[...] = mapped.sum(axis=axis, keepdims=keepdims, dtype=out.dtype)
 
 
 from cupy import cuda, random  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""The stand-in nvmath's low-level bindings: :mod:`nvmath.bindings.cublas`."""
