@@ -124,7 +124,9 @@ def _check_capturable(fn, raw_args):
     if not _graph.capturing():
         return
     name = getattr(fn, '__name__', '')
-    if name in _CUBLAS or (getattr(fn, '__module__', None) or '').startswith('numpy.linalg'):
+    if (getattr(fn, '__module__', None) or '').startswith('numpy.linalg'):
+        _refuse_cublas(f'linalg.{name}')
+    if name in _CUBLAS:
         _refuse_cublas(name)
     if name in _DATA_DEPENDENT or (name == 'where' and len(raw_args) == 1):
         _graph.refuse(f'cupy.{name} (its output size depends on the data: it synchronises)')
