@@ -298,6 +298,7 @@ class _Ufunc:
         out = _unwrap(kwargs.get('out', ()), 'out')
         out = out if isinstance(out, tuple) else (out,)
         if self._uf is _np.matmul:
+            _refuse_cublas('matmul')
             _count_matmul(*raw[:2], out[0] if out else None)
         else:
             _count_overlap(self.__name__, raw, out)

@@ -41,7 +41,6 @@ class Stream:
 
     def __init__(self, null=False, non_blocking=False, ptds=False):
         self.ptr = 0 if null else next(_addresses)
-        self.non_blocking = non_blocking
 
     def __enter__(self):
         _current.append(self)
