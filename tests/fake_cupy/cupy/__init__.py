@@ -379,13 +379,13 @@ class ElementwiseKernel:
     def __call__(self, *args):
         if len(args) == len(self.inputs):       # outputs allocated, as CuPy does
             first = _unwrap(args[0], f'an argument of kernel {self.name}')
-            shape = _np.broadcast_shapes(*(_unwrap(a).shape for a in args))
+            shape = _np.broadcast_shapes(*(_np.shape(_unwrap(a)) for a in args))
             args = args + tuple(ndarray(_np.empty(shape, dtype=first.dtype)) for _ in self.outputs)
         if len(args) != len(self.inputs) + len(self.outputs):
             raise TypeError(f'{self.name}: expected {len(self.inputs) + len(self.outputs)} arrays, got {len(args)}')
         arrays = _kernel_arrays(self.name, args)
         _count_overlap(self.name, arrays[:len(self.inputs)], arrays[len(self.inputs):])
-        shape = _np.broadcast_shapes(*(a.shape for a in arrays))
+        shape = _np.broadcast_shapes(*(_np.shape(a) for a in arrays))   # a Python scalar argument: shape ()
         for name, a in zip(self.outputs, arrays[len(self.inputs):]):
             if a.shape != shape:
                 raise ValueError(f'{self.name}: output {name} has shape {a.shape}, expected {shape}')
