@@ -95,6 +95,56 @@ def row_blocks(n_rows, row_bytes, block_bytes=1 << 19):
     return [slice(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
 
 
+# -- matrix products ---------------------------------------------------------
+#
+# The layers multiply through these two. On NumPy they are NumPy's matmul. On
+# CuPy they are cupy.matmul, or, once the CUDA-graph path installs its GEMM
+# (:func:`use_gemm`), cuBLAS on the framework's own handle: the one way to
+# multiply while a stream captures (common/cuda/gemm.py).
+
+_gemm = None         # common.cuda.gemm.Gemm, or None for cupy.matmul
+
+
+def use_gemm(gemm):
+    """Route the 2-D products of :func:`matmul` and :func:`matmul_add` to
+    ``gemm`` (a :class:`common.cuda.gemm.Gemm`); None goes back to cupy.matmul."""
+    global _gemm
+    _gemm = gemm
+
+
+def _matmul(a, b, out=None):
+    """``a @ b`` (into ``out`` when given)."""
+    if _gemm is not None and a.ndim == 2 and b.ndim == 2:
+        return _gemm(a, b, out)
+    return np.matmul(a, b, out=out)
+
+
+def matmul_add(a, b, out, scratch=None):
+    """``out += a @ b``: one product with beta = 1 through the graph path's
+    GEMM; otherwise the product into ``scratch`` (allocated when None), added."""
+    if _gemm is not None:
+        _gemm(a, b, out, beta=1)
+    else:
+        out += np.matmul(a, b, out=scratch)
+
+
+matmul = numpy.matmul if not GPU else _matmul
+
+_sum_squares_kernel = None
+
+
+def sum_squares(x):
+    """Σ x² as a 0-d backend array: a BLAS dot product on NumPy, one
+    reduction kernel on CuPy (no cuBLAS, no temporary)."""
+    global _sum_squares_kernel
+    if not GPU:
+        flat = x.ravel()
+        return numpy.vdot(flat, flat)
+    if _sum_squares_kernel is None:
+        _sum_squares_kernel = np.ReductionKernel('T x', 'T y', 'x * x', 'a + b', 'y = a', '0', 'dlfs_sum_squares')
+    return _sum_squares_kernel(x)
+
+
 # -- scatter-add -------------------------------------------------------------
 
 def _scatter_add_sorted(a, indices, values):

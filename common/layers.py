@@ -7,6 +7,7 @@ shapes, written in place by ``backward``), ``forward(...)`` and
 from common.np import *  # noqa: F401,F403
 from common.np import GPU  # noqa: F401
 from common import backend
+from common.backend import matmul
 from common.functions import cross_entropy_error, log_softmax, sigmoid, softmax  # noqa: F401
 
 # What ``from common.layers import *`` gives, as the book's module does: np,
@@ -27,12 +28,12 @@ class MatMul:
     def forward(self, x):
         W, = self.params
         self.x = x
-        return x @ W
+        return matmul(x, W)
 
     def backward(self, dout):
         W, = self.params
-        self.grads[0][...] = self.x.T @ dout
-        return dout @ W.T
+        matmul(self.x.T, dout, out=self.grads[0])
+        return matmul(dout, W.T)
 
 
 class Affine:
@@ -46,13 +47,15 @@ class Affine:
     def forward(self, x):
         W, b = self.params
         self.x = x
-        return x @ W + b
+        out = matmul(x, W)
+        out += b
+        return out
 
     def backward(self, dout):
         W, b = self.params
-        self.grads[0][...] = self.x.T @ dout
+        matmul(self.x.T, dout, out=self.grads[0])
         self.grads[1][...] = dout.sum(axis=0)
-        return dout @ W.T
+        return matmul(dout, W.T)
 
 
 class Softmax:

@@ -23,6 +23,7 @@ and every layer here.
 from common.np import *  # noqa: F401,F403
 from common import backend
 from common import kernels
+from common.backend import matmul, matmul_add
 from common.errors import ConfigError
 from common import layers as _layers
 from common.functions import sigmoid
@@ -46,11 +47,20 @@ class _TimeRecurrent:
         self.dh = None   # gradient w.r.t. the initial hidden state, after backward
         self.cache = None
 
+    #: the attributes that carry state from one forward call to the next
+    state_names = ('h',)
+
     def set_state(self, h):
         self.h = h
 
     def reset_state(self):
         self.h = None
+
+    def state_buffers(self, N):
+        """Zero arrays in the shape of the carried state of a batch of N rows,
+        by name (the CUDA-graph path keeps the state in such fixed arrays)."""
+        Wh = self.params[1]
+        return {name: np.zeros((N, Wh.shape[0]), dtype=Wh.dtype) for name in self.state_names}
 
     def _carried(self, state, N):
         """``state`` if it should carry into a batch of N rows, else None."""
@@ -66,7 +76,7 @@ class _TimeRecurrent:
         """A[:, t] = x_t Wx + b for all t in one product: (N, T, G·H)."""
         Wx, b = self.params[0], self.params[2]
         N, T, D = xs.shape
-        A = (xs.reshape(N * T, D) @ Wx).reshape(N, T, -1)
+        A = matmul(xs.reshape(N * T, D), Wx).reshape(N, T, -1)
         A += b
         return A
 
@@ -75,9 +85,9 @@ class _TimeRecurrent:
         Wx = self.params[0]
         N, T, D = xs.shape
         dA2 = dA.reshape(N * T, -1)
-        np.matmul(xs.reshape(N * T, D).T, dA2, out=self.grads[0])
+        matmul(xs.reshape(N * T, D).T, dA2, out=self.grads[0])
         dA2.sum(axis=0, out=self.grads[2])
-        return (dA2 @ Wx.T).reshape(N, T, D)
+        return matmul(dA2, Wx.T).reshape(N, T, D)
 
     @staticmethod
     def _previous_states(h0, hs):
@@ -99,7 +109,7 @@ class TimeRNN(_TimeRecurrent):
         h = h0
         for t in range(T):
             a = hs[:, t]
-            a += h @ Wh
+            matmul_add(h, Wh, a)
             h = np.tanh(a, out=a)
         self.h = h
         self.cache = (xs, h0, hs)
@@ -115,9 +125,9 @@ class TimeRNN(_TimeRecurrent):
             da = dA[:, t]
             np.add(dhs[:, t], dh, out=da)
             da *= 1 - hs[:, t] ** 2            # tanh' = 1 - h²
-            dh = da @ Wh.T
+            dh = matmul(da, Wh.T)
         self.dh = dh
-        np.matmul(self._previous_states(h0, hs).reshape(N * T, H).T, dA.reshape(N * T, H), out=self.grads[1])
+        matmul(self._previous_states(h0, hs).reshape(N * T, H).T, dA.reshape(N * T, H), out=self.grads[1])
         return self._input_gradients(xs, dA)
 
 
@@ -134,6 +144,8 @@ class TimeLSTM(_TimeRecurrent):
     are the gradients of the initial h and c.
     ``set_state(h, c=None)``; ``reset_state()`` clears both h and c.
     """
+
+    state_names = ('h', 'c')
 
     def __init__(self, Wx, Wh, b, stateful=False):
         super().__init__(Wx, Wh, b, stateful)
@@ -163,7 +175,7 @@ class TimeLSTM(_TimeRecurrent):
         h, c = h0, c0
         for t in range(T):
             a = A[:, t]
-            a += h @ Wh
+            matmul_add(h, Wh, a)
             f, g, i, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
             sigmoid(f, out=f)
             np.tanh(g, out=g)
@@ -197,9 +209,9 @@ class TimeLSTM(_TimeRecurrent):
             np.multiply(ds * g, i * (1 - i), out=da[:, 2 * H:3 * H])
             np.multiply(dh * tc, o * (1 - o), out=da[:, 3 * H:])
             dc = ds * f
-            dh = da @ Wh.T
+            dh = matmul(da, Wh.T)
         self.dh, self.dc = dh, dc
-        np.matmul(self._previous_states(h0, hs).reshape(N * T, H).T, dA.reshape(N * T, -1), out=self.grads[1])
+        matmul(self._previous_states(h0, hs).reshape(N * T, H).T, dA.reshape(N * T, -1), out=self.grads[1])
         return self._input_gradients(xs, dA)
 
 
@@ -281,9 +293,9 @@ class TimeGRU(_TimeRecurrent):
         def step(t, h, h_next):
             g = G[:, t]
             # z, r = σ(x Wx{z,r} + b + h Wh{z,r});  rh = r ⊙ h
-            z = kernels.gru_forward_zr(g[:, :2 * H], np.matmul(h, Whzr, out=hW), h, rhs[:, t], rh)
+            z = kernels.gru_forward_zr(g[:, :2 * H], matmul(h, Whzr, out=hW), h, rhs[:, t], rh)
             # h̃ = tanh(x Wxh + bh + (r ⊙ h) Whh);  h' = h + z ⊙ (h̃ − h)
-            kernels.gru_forward_h(g[:, 2 * H:], np.matmul(rh, Whh, out=rhW), z, h, hs[:, t], h_next)
+            kernels.gru_forward_h(g[:, 2 * H:], matmul(rh, Whh, out=rhW), z, h, hs[:, t], h_next)
         return step
 
     def _steps_after(self, G, Wh, hns, hs):
@@ -297,7 +309,7 @@ class TimeGRU(_TimeRecurrent):
 
         def step(t, h, h_next):
             # z, r = σ(· + h Wh{z,r});  hn = h Whn + bhn;  h̃ = tanh(x Wxn + bn + r ⊙ hn);  h' = h + z ⊙ (h̃ − h)
-            kernels.gru_forward_after(G[:, t], np.matmul(h, Wh, out=hW), bhn, h, hns[:, t], hs[:, t], h_next)
+            kernels.gru_forward_after(G[:, t], matmul(h, Wh, out=hW), bhn, h, hns[:, t], hs[:, t], h_next)
         return step
 
     def backward(self, dhs):
@@ -315,8 +327,8 @@ class TimeGRU(_TimeRecurrent):
         hh_rows, dhh = back(dhs, G, dG, h_prev, saved, dh, WhT)
         self.dh = dh
         dG2 = dG.reshape(N * T, 3 * H)
-        np.matmul(h_prev.reshape(N * T, H).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
-        np.matmul(hh_rows.reshape(N * T, H).T, dhh.reshape(N * T, H), out=self.grads[1][:, 2 * H:])
+        matmul(h_prev.reshape(N * T, H).T, dG2[:, :2 * H], out=self.grads[1][:, :2 * H])
+        matmul(hh_rows.reshape(N * T, H).T, dhh.reshape(N * T, H), out=self.grads[1][:, 2 * H:])
         dxs = self._input_gradients(xs, dG)
         if self.reset_after:                   # dbh: db's z | r blocks, and Σ dh̃_pre ⊙ r
             dbh = self.grads[3]
@@ -339,11 +351,11 @@ class TimeGRU(_TimeRecurrent):
             z, r, hh = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
             # dh̃_pre = dh ⊙ z ⊙ (1 − h̃²);  dz_pre = dh ⊙ (h̃ − h) ⊙ z ⊙ (1 − z)
             kernels.gru_backward_hz(dhs[:, t], z, hh, hp, dh, dg[:, 2 * H:], dg[:, :H], dhh, dzr[:, :H], scratch)
-            np.matmul(dhh, WhhT, out=drh)      # d(r ⊙ h_{t-1})
+            matmul(dhh, WhhT, out=drh)      # d(r ⊙ h_{t-1})
             # dr_pre = drh ⊙ h ⊙ r ⊙ (1 − r);
             # dh_{t-1} = dh ⊙ (1 − z) + drh ⊙ r + [dz_pre | dr_pre] [Whz | Whr]^T
             kernels.gru_backward_r(drh, z, r, hp, dg[:, H:2 * H], dh, dzr[:, H:], scratch)
-            dh += np.matmul(dzr, WzrT, out=dW)
+            matmul_add(dzr, WzrT, dh, dW)
         return rhs, dG[:, :, 2 * H:]
 
     @staticmethod
@@ -359,7 +371,7 @@ class TimeGRU(_TimeRecurrent):
             # dr_pre = dh̃_pre ⊙ (h Whh + bhh) ⊙ r ⊙ (1 − r);  dh_{t-1} = dh ⊙ (1 − z) + dcat Wh^T
             kernels.gru_backward_after(dhs[:, t], G[:, t], h_prev[:, t], hns[:, t], dh, dG[:, t], dcat,
                                        dnrs[:, t], scratch)
-            dh += np.matmul(dcat, WhT, out=dW)
+            matmul_add(dcat, WhT, dh, dW)
         return h_prev, dnrs
 
 
@@ -510,7 +522,7 @@ class TimeAffine:
         W, b = self.params
         N, T, D = x.shape
         self.x = x
-        out = x.reshape(N * T, D) @ W
+        out = matmul(x.reshape(N * T, D), W)
         out += b
         return out.reshape(N, T, -1)
 
@@ -521,11 +533,11 @@ class TimeAffine:
         x = self.x.reshape(N * T, D)
         dW = self.grads[0]
         if dW.flags.c_contiguous:
-            np.matmul(x.T, dout, out=dW)
+            matmul(x.T, dout, out=dW)
         else:   # a transposed view (tying): write dW^T = dout^T x into its contiguous base
-            np.matmul(dout.T, x, out=dW.T)
+            matmul(dout.T, x, out=dW.T)
         dout.sum(axis=0, out=self.grads[1])
-        return (dout @ W.T).reshape(N, T, D)
+        return matmul(dout, W.T).reshape(N, T, D)
 
 
 class TimeSoftmaxWithLoss:

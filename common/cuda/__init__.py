@@ -1,0 +1,1 @@
+"""The CUDA-graph path: capturable matrix products and captured steps."""
