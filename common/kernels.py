@@ -57,6 +57,10 @@ KERNELS = {
                            'dh = dh + dh_out; dn = dh * z * (1 - n * n); dz = dh * (n - h_prev) * z * (1 - z); '
                            'dr = dn * hn * r * (1 - r); dnr = dn * r; dh = dh * (1 - z); '
                            'dz_c = dz; dr_c = dr; dnr_c = dnr'),
+    # the SGD update of one parameter, in place: p ← p − lr · g; with weight decay p ← shrink · p − lr · g
+    # (lr and shrink: scalars, or 0-d device arrays a CUDA graph reads at every replay)
+    'sgd_step': ('T g, T lr', 'T p', 'p = p - lr * g'),
+    'sgd_decay_step': ('T g, T lr, T shrink', 'T p', 'p = shrink * p - lr * g'),
 }
 
 
@@ -209,3 +213,6 @@ else:
     (gru_forward_zr, gru_forward_h, gru_backward_hz, gru_backward_r,
      gru_forward_after, gru_backward_after) = (_forward_zr, _forward_h, _backward_hz, _backward_r,
                                                _forward_after, _backward_after)
+
+if FUSED:
+    sgd_step, sgd_decay_step = (np.ElementwiseKernel(*KERNELS[name], name) for name in ('sgd_step', 'sgd_decay_step'))

@@ -5,40 +5,65 @@ import contextlib
 from common.np import *  # noqa: F401,F403
 from common.np import GPU  # noqa: F401
 from common import backend
+from common import kernels
 
 __all__ = ['np', 'GPU', 'SGD', 'Momentum', 'Nesterov', 'AdaGrad', 'RMSprop', 'Adam', 'ASGD']
 
 
 class SGD:
     """p ← p − lr · g, or with ``weight_decay`` λ (L2, as torch.optim.SGD's):
-    p ← p − lr · (g + λ · p)."""
+    p ← p − lr · (g + λ · p).
+
+    The update comes in two halves, so that a CUDA graph can hold the array
+    work while the host keeps the numbers (common/cuda/graph.py):
+    :meth:`scalars` gives this update's step size, :meth:`apply` changes the
+    arrays with it, a Python float or a 0-d device array the graph reads.
+    ``capturable`` says that :meth:`apply` keeps no Python state."""
+
+    scalar_names = ('lr',)
+    capturable = True
 
     def __init__(self, lr=0.01, weight_decay=0.0):
         self.lr = lr
         self.weight_decay = weight_decay
         self._scratch = None
 
+    def scalars(self):
+        """This update's step size (what :meth:`apply` takes)."""
+        return {'lr': self.lr}
+
     def update(self, params, grads):
+        self.apply(params, grads, **self.scalars())
+
+    def apply(self, params, grads, lr):
+        # p − lr·(g + λp) = (1 − lr·λ)·p − lr·g
+        shrink = 1.0 - lr * self.weight_decay if self.weight_decay else None
+        if kernels.FUSED:       # CuPy: one kernel per parameter, strided views included
+            for param, grad in zip(params, grads):
+                if shrink is None:
+                    kernels.sgd_step(grad, lr, param)
+                else:
+                    kernels.sgd_decay_step(grad, lr, shrink, param)
+            return
         # lr · g goes through a small buffer, a cache-sized block at a time, so
         # each parameter is read and written once from memory (twice as fast
         # as p -= lr * g on the 6.5M-entry tied weight, and no allocation).
         # ``_scratch`` is a working buffer, not state: checkpoints leave out
         # attributes starting with '_'.
-        shrink = 1.0 - self.lr * self.weight_decay     # p − lr·(g + λp) = (1 − lr·λ)·p − lr·g
         for param, grad in zip(params, grads):
             if not (param.flags.c_contiguous and grad.flags.c_contiguous):
-                if shrink != 1.0:
+                if shrink is not None:
                     param *= shrink
-                param -= self.lr * grad        # a view: update it in place as it is
+                param -= lr * grad             # a view: update it in place as it is
                 continue
             p, g = param.reshape(-1), grad.reshape(-1)
             for block in backend.row_blocks(p.size, p.itemsize):
                 n = block.stop - block.start
                 if self._scratch is None or self._scratch.size < n or self._scratch.dtype != p.dtype:
                     self._scratch = np.empty(n, dtype=p.dtype)
-                if shrink != 1.0:
+                if shrink is not None:
                     p[block] *= shrink
-                p[block] -= np.multiply(g[block], self.lr, out=self._scratch[:n])
+                p[block] -= np.multiply(g[block], lr, out=self._scratch[:n])
 
 
 class Momentum:
@@ -128,12 +153,23 @@ class Adam:
         self.m = None
         self.v = None
 
+    scalar_names = ('lr',)
+    capturable = True
+
+    def scalars(self):
+        """This update's step size with the bias correction (the step count advances)."""
+        self.iter += 1
+        return {'lr': self.lr * (1.0 - self.beta2 ** self.iter) ** 0.5 / (1.0 - self.beta1 ** self.iter)}
+
     def update(self, params, grads):
+        self.apply(params, grads, **self.scalars())
+
+    def apply(self, params, grads, lr):
+        """The arrays' half of the update (see :class:`SGD`)."""
         if self.m is None:
             self.m = [np.zeros_like(p) for p in params]
             self.v = [np.zeros_like(p) for p in params]
-        self.iter += 1
-        lr_t = self.lr * (1.0 - self.beta2 ** self.iter) ** 0.5 / (1.0 - self.beta1 ** self.iter)
+        lr_t = lr
         for param, grad, m, v in zip(params, grads, self.m, self.v):
             m += (1 - self.beta1) * (grad - m)
             v += (1 - self.beta2) * (grad * grad - v)
@@ -231,6 +267,11 @@ class ASGD(SGD):
         self.avg_count = 0
         self.restarted += 1
         self.phase_start = len(self.checks)
+
+    @property
+    def capturable(self):
+        """Capturable until averaging starts: the average's count is a Python number."""
+        return not self.averaging
 
     def update(self, params, grads):
         super().update(params, grads)
