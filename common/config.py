@@ -23,3 +23,10 @@ GPU = os.environ.get('DLFS_GPU', '').strip().lower() in _TRUE
 #: ``import common.np``, like GPU; defaults to the environment variable
 #: DLFS_DETERMINISTIC. The NumPy path is deterministic either way.
 DETERMINISTIC = os.environ.get('DLFS_DETERMINISTIC', '').strip().lower() in _TRUE
+
+#: On CuPy, run each training and evaluation step as one CUDA graph
+#: (common/cuda/graph.py) where it applies; False runs every kernel and
+#: product from Python, one launch at a time (``--no-cuda-graph``). Read when a
+#: trainer is made; defaults to on unless the environment variable
+#: DLFS_CUDA_GRAPH is 0/false/no/off.
+CUDA_GRAPH = os.environ.get('DLFS_CUDA_GRAPH', '1').strip().lower() not in ('0', 'false', 'no', 'off')

@@ -16,6 +16,7 @@ import numpy
 
 from common.np import *  # noqa: F401,F403
 from common import backend
+from common.cuda.graph import TrainGraphs, graphs_apply
 from common.errors import DataError
 from common.run.parts import DivergenceWatch, ProgressBar, Stop
 from common.run.progress import describe_ppl, write
@@ -25,13 +26,17 @@ from common.util import clip_grads, window_indices
 
 class ClipGrads:
     """Gradient step: scale the gradients to a global norm of at most
-    ``max_norm``; the norms (backend scalars) add up in ``trainer.norm_sum``."""
+    ``max_norm``; the norm (a backend scalar) is ``trainer.norm``, and the
+    norms add up in ``trainer.norm_sum`` after each step. It reads nothing on
+    the host, so a CUDA graph can hold it (``capturable``)."""
+
+    capturable = True
 
     def __init__(self, max_norm):
         self.max_norm = max_norm
 
     def __call__(self, trainer):
-        trainer.norm_sum += clip_grads(trainer.model.grads, self.max_norm)
+        trainer.norm = clip_grads(trainer.model.grads, self.max_norm)
 
 
 class BaseTrainer:
@@ -192,12 +197,20 @@ class RnnlmTrainer(BaseTrainer):
     bar and the divergence watch. Subclasses change the batching by
     overriding :meth:`epoch_iters` and :meth:`get_batch`
     (see :class:`common.batching.sentences.SentenceTrainer`).
+
+    ``cuda_graph``: on CuPy, run each step (forward, backward, gradient
+    steps, update) as one CUDA graph (:mod:`common.cuda.graph`); None
+    follows ``config.CUDA_GRAPH`` (on by default), False keeps every launch
+    in Python. ``graphs`` is then the :class:`~common.cuda.graph.TrainGraphs`.
     """
 
-    def __init__(self, model, optimizer, parts=None, grad_steps=()):
+    def __init__(self, model, optimizer, parts=None, grad_steps=(), cuda_graph=None):
         self.model, self.optimizer = model, optimizer
         self.parts = [ProgressBar(), DivergenceWatch()] if parts is None else list(parts)
         self.grad_steps = list(grad_steps)
+        self.graphs = self.norm = None
+        if graphs_apply(cuda_graph):
+            self.graphs = TrainGraphs()       # CuPy: each step one CUDA graph
         self.time_idx = self.ppl_list = self.eval_interval = self.stopped = None
         self.current_epoch, self.start, self.unit = 0, (0, 0.0), 'word'
         self.epoch_ppl = self.tokens_per_sec = None
@@ -219,18 +232,13 @@ class RnnlmTrainer(BaseTrainer):
         (first, start_loss), self.start = self.start, (0, 0.0)
         self.time_idx = first * time_size
         grad_steps = self.grad_steps + ([ClipGrads(max_grad)] if max_grad is not None else [])
-        model = self.model
 
         for _ in range(max_epoch):
             self.begin_epoch(first, start_loss)
             for self.iteration in range(first, self.max_iters):
                 step_start = time.perf_counter()
                 batch_x, batch_t = self.get_batch(xs, ts, batch_size, time_size)
-                loss = model.forward(batch_x, batch_t)
-                model.backward()
-                for step in grad_steps:
-                    step(self)
-                self.update()
+                loss = self.train_step(batch_x, batch_t, grad_steps)
                 self.add_loss(loss)
                 if eval_interval and self.iteration % eval_interval == 0:
                     self.report(step_start)
@@ -253,10 +261,37 @@ class RnnlmTrainer(BaseTrainer):
         self.done, self.epoch_seconds, self.first, self.epoch_loss = 0, 0.0, first, start_loss
         self.emit('epoch_start')
 
+    def train_step(self, batch_x, batch_t, grad_steps):
+        """Forward, backward, the gradient steps and the update of one batch;
+        returns its loss. On CuPy one CUDA graph does it all
+        (:class:`common.cuda.graph.TrainGraphs`), else :meth:`eager_step`."""
+        if self.graphs is not None:
+            loss = self.graphs.step(self, batch_x, batch_t, grad_steps)
+        else:
+            loss = self.eager_step(batch_x, batch_t, grad_steps)
+        if self.norm is not None:
+            self.norm_sum += self.norm
+        return loss
+
+    def eager_step(self, batch_x, batch_t, grad_steps):
+        """:meth:`train_step` one call at a time: the book's loop body."""
+        self.norm = None
+        loss = self.model.forward(batch_x, batch_t)
+        self.model.backward()
+        for step in grad_steps:
+            step(self)
+        self.update()
+        return loss
+
     def update(self):
         """The optimizer's step on the model's parameters (a subclass may
-        change how, e.g. the learning rate of this one update)."""
-        self.optimizer.update(self.model.params, self.model.grads)
+        change how, e.g. the learning rate of this one update). When the next
+        CUDA graph holds the update, only its step size goes to the device
+        (``optimizer.scalars()``)."""
+        if self.graphs is not None and self.graphs.pending is not None:
+            self.graphs.load_scalars(self.optimizer.scalars())
+        else:
+            self.optimizer.update(self.model.params, self.model.grads)
 
     def report(self, step_start):
         """The book's report line; one host read of the window's loss. A part's

@@ -16,6 +16,7 @@ import numpy
 
 from common.np import *  # noqa: F401,F403
 from common import backend
+from common.cuda.graph import eval_forward
 from common.errors import DataError
 from common.run.progress import progress
 
@@ -43,11 +44,12 @@ def clip_grads(grads, max_norm):
     """Scale all gradients in place so that their joint L2 norm is at most
     ``max_norm``; returns the norm before clipping (a backend scalar).
 
-    ‖g‖ = √Σ_i ⟨g_i, g_i⟩, each term one BLAS dot product (no g² temporaries).
+    ‖g‖ = √Σ_i ⟨g_i, g_i⟩, each term one BLAS dot product on NumPy, one
+    reduction kernel on CuPy (no g² temporaries, no cuBLAS: a CUDA graph can hold it).
     The scale min(1, max_norm / (‖g‖ + 1e-6)) is applied unconditionally so
     the norm never has to be read back to the host (no GPU synchronisation).
     """
-    total = sum(np.vdot(g.ravel(), g.ravel()) for g in grads)
+    total = sum(backend.sum_squares(g) for g in grads)
     norm = np.sqrt(total)
     rate = np.minimum(max_norm / (norm + 1e-6), 1.0)
     for g in grads:
@@ -79,13 +81,13 @@ def eval_loss(model, corpus, batch_size=10, time_size=35, rows=slice(None)):
     offsets = np.arange(batch_size)[rows] * jump
     # Models without dropout (the book's SimpleRnnlm) take no train_flg.
     eval_kwargs = {'train_flg': False} if 'train_flg' in inspect.signature(model.forward).parameters else {}
+    forward = eval_forward(model, eval_kwargs)    # on CuPy: CUDA graphs of the forward pass
     total_loss = 0
     for iters in progress(range(max_iters), total=max_iters, desc='eval', unit='batch'):
         idx = window_indices(offsets, iters * time_size, time_size, corpus_size)
         xs = corpus[idx]
         ts = corpus[(idx + 1) % corpus_size]
-        loss = model.forward(xs, ts, **eval_kwargs)
-        total_loss += loss
+        total_loss += forward(xs, ts)
     return float(total_loss), max_iters
 
 

@@ -38,8 +38,8 @@ class VariableBpttTrainer(RnnlmTrainer):
     ``optimizer.lr`` is the run's.
     """
 
-    def __init__(self, model, optimizer, parts=None, grad_steps=(), seed=0):
-        super().__init__(model, optimizer, parts, grad_steps)
+    def __init__(self, model, optimizer, parts=None, grad_steps=(), seed=0, cuda_graph=None):
+        super().__init__(model, optimizer, parts, grad_steps, cuda_graph)
         self.seed = seed
         self.lengths = self.starts = self.bptt = None
 
