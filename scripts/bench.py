@@ -22,6 +22,7 @@ figure is the median over blocks of the mean time per iteration in a block.
 Ratios are ours / PyTorch (below 1 means we are faster).
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -43,9 +44,11 @@ TINY = dict(BOOK, vocab=50, wordvec=16, hidden=16, batch=4, time=5)
 # ---------------------------------------------------------------------- ours
 
 class Ours:
-    name = 'ours'
+    """Our Rnnlm through RnnlmTrainer. On CuPy ``cuda_graph`` chooses the
+    graph path (``ours``, the default) or every launch from Python
+    (``ours_eager``)."""
 
-    def __init__(self, cfg, iters, layers=2, tie=True):
+    def __init__(self, cfg, iters, layers=2, tie=True, cuda_graph=True):
         import numpy
         from common import backend
         from common.optimizer import SGD
@@ -57,39 +60,62 @@ class Ours:
         self.cfg, self.iters = cfg, iters
         self.model = Rnnlm(cfg['vocab'], cfg['wordvec'], cfg['hidden'], num_layers=layers,
                            dropout_ratio=cfg['dropout'], cell='gru', tie_weights=tie)
-        self.trainer = RnnlmTrainer(self.model, SGD(cfg['lr']))
+        self.trainer = RnnlmTrainer(self.model, SGD(cfg['lr']), cuda_graph=cuda_graph)
+        self.cuda_graph = cuda_graph
+        self.name = 'ours' if cuda_graph or not backend.GPU else 'ours_eager'
         rng = numpy.random.default_rng(0)
         self.corpus = rng.integers(0, cfg['vocab'], cfg['batch'] * cfg['time'] * iters + 1).astype(numpy.int32)
         n_eval = cfg.get('eval_batch', 10) * cfg['time'] * iters + 1
         self.eval_corpus = rng.integers(0, cfg['vocab'], n_eval).astype(numpy.int32)
 
+    @contextlib.contextmanager
+    def _path(self):
+        """The eager runner's blocks: no graphs, and cupy.matmul's products
+        (the graph runner's GEMM is global once installed)."""
+        b = self.backend
+        kept = b.config.CUDA_GRAPH, b._gemm
+        if not self.cuda_graph:
+            b.config.CUDA_GRAPH = False
+            b.use_gemm(None)
+        try:
+            yield
+        finally:
+            b.config.CUDA_GRAPH = kept[0]
+            b.use_gemm(kept[1])
+
     def train_block(self):
         """``iters`` training iterations through RnnlmTrainer.fit; seconds."""
         c = self.cfg
-        t = time.perf_counter()
-        self.trainer.fit(self.corpus[:-1], self.corpus[1:], max_epoch=1, batch_size=c['batch'],
-                         time_size=c['time'], max_grad=c['max_grad'], eval_interval=0)
-        self.backend.synchronize()
-        return time.perf_counter() - t
+        with self._path():
+            t = time.perf_counter()
+            self.trainer.fit(self.corpus[:-1], self.corpus[1:], max_epoch=1, batch_size=c['batch'],
+                             time_size=c['time'], max_grad=c['max_grad'], eval_interval=0)
+            self.backend.synchronize()
+            return time.perf_counter() - t
 
     def eval_block(self):
         """eval_perplexity over ``iters`` batches of 10 x time; seconds."""
-        t = time.perf_counter()
-        self.model.reset_state()
-        self.eval_perplexity(self.model, self.eval_corpus, batch_size=self.cfg['eval_batch'],
-                             time_size=self.cfg['time'])
-        self.backend.synchronize()
-        return time.perf_counter() - t
+        with self._path():
+            t = time.perf_counter()
+            self.model.reset_state()
+            self.eval_perplexity(self.model, self.eval_corpus, batch_size=self.cfg['eval_batch'],
+                                 time_size=self.cfg['time'])
+            self.backend.synchronize()
+            return time.perf_counter() - t
 
 
 # ------------------------------------------------------------------- PyTorch
 
 class Torch:
-    name = 'pytorch'
+    """PyTorch's twin. On CUDA ``tf32`` sets cuDNN's and cuBLAS's TF32 switches
+    for its blocks: PyTorch's default (cuDNN on, cuBLAS off) is ``pytorch``,
+    both off (full float32, as ours) is ``pytorch_fp32``."""
 
-    def __init__(self, cfg, iters, layers=2, tie=True, device='cpu'):
+    def __init__(self, cfg, iters, layers=2, tie=True, device='cpu', tf32=None):
         import torch
         torch.manual_seed(0)
+        self.tf32 = tf32
+        self.name = 'pytorch_fp32' if tf32 is False else 'pytorch'
         self.torch, self.cfg, self.iters, self.device = torch, cfg, iters, device
         V = cfg['vocab']
         self.model = support.torch_rnnlm(V, cfg['wordvec'], cfg['hidden'], layers, cfg['dropout'], tie,
@@ -105,6 +131,12 @@ class Torch:
         if self.device != 'cpu':
             self.torch.cuda.synchronize()
 
+    def _precision(self):
+        if self.device != 'cpu':
+            backends = self.torch.backends
+            backends.cudnn.allow_tf32 = self.tf32 is not False
+            backends.cuda.matmul.allow_tf32 = bool(self.tf32)
+
     def train_block(self):
         """The same iterations and batching as RnnlmTrainer (rows at offsets
         i * len // batch, advancing together), detaching the carried state."""
@@ -112,6 +144,7 @@ class Torch:
         xs, ts = self.corpus[:-1], self.corpus[1:]
         size, state = len(xs), None
         self.model.train()
+        self._precision()
         t = time.perf_counter()
         for it in range(self.iters):
             idx = support.window_indices(self.torch, size, c['batch'], size // c['batch'], it * c['time'],
@@ -121,6 +154,7 @@ class Torch:
         return time.perf_counter() - t
 
     def eval_block(self):
+        self._precision()
         t = time.perf_counter()
         support.torch_eval_loss(self.model, self.eval_corpus, self.cfg['eval_batch'], self.cfg['time'], self.iters,
                                 self.device)
@@ -212,9 +246,15 @@ class Bench:
         self.device = 'cuda' if args.gpu else 'cpu'
 
     def runners(self, cfg, **kw):
+        """Ours (on CuPy also ours_eager, without CUDA graphs) and PyTorch (on
+        CUDA also pytorch_fp32, without TF32)."""
         rs = [Ours(cfg, self.args.iters, **kw)]
+        if self.args.gpu:
+            rs.append(Ours(cfg, self.args.iters, cuda_graph=False, **kw))
         if self.torch is not None:
             rs.append(Torch(cfg, self.args.iters, device=self.device, **kw))
+            if self.args.gpu:
+                rs.append(Torch(cfg, self.args.iters, device=self.device, tf32=False, **kw))
         return rs
 
     def timed(self, label, runners, method, unit_tokens):
@@ -223,8 +263,9 @@ class Bench:
         med, raw = alternate(runners, method, a.blocks, a.warmup, a.pause)
         line = f'{label:<34}' + ' | '.join(f'{n} {1e3 * s:8.1f} ms/it {unit_tokens / s:9.0f} tok/s'
                                          for n, s in med.items())
-        if 'pytorch' in med:
-            line += f" | ratio ours/pytorch {med['ours'] / med['pytorch']:.3f}"
+        for peer in ('pytorch', 'pytorch_fp32'):
+            if peer in med:
+                line += f" | ratio ours/{peer} {med['ours'] / med[peer]:.3f}"
         print(line, flush=True)
         return {'median_s': med, 'blocks_s': raw}
 

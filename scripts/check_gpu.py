@@ -12,6 +12,12 @@ Sections (each prints one line per check, PASS or FAIL):
   (on CUDA when PyTorch has it), float64; TimeGRU(reset_after=True) with
   weights imported from nn.GRU against nn.GRU itself (cuDNN on CUDA), float64
   and float32;
+- graph: the CUDA-graph path (common/cuda/): the capturable GEMM against
+  cupy.matmul for every operand layout, beta 0/1, float32/float64, eager and
+  replayed; the training step captured (its node count); graph replays
+  against eager launches in float64 with dropout and an lr change mid-run
+  (1e-12), the masks equal to eager and new at every replay; evaluation
+  graph against eager; eager and graph step times;
 - train: book-size BetterRnnlm without dropout, the same iterations on CuPy
   here and on NumPy in a subprocess, in float64 and float32: the loss curves
   must agree (see check_training for the tolerances);
@@ -20,8 +26,9 @@ Sections (each prints one line per check, PASS or FAIL):
 - parallel: a one-rank NCCL communicator's all-reduce and broadcast of device
   buffers; train_better_rnnlm.py on two ranks sharing this GPU over MPI host
   buffers (the test mode DLFS_SHARE_GPU=1) against one process, float64;
-- bench: scripts/bench.py --gpu (against PyTorch cuDNN when available);
-  figures, not pass/fail.
+- bench: scripts/bench.py --gpu: ours with graphs and eager, PyTorch cuDNN
+  with its default TF32 and in full float32 when available; figures, not
+  pass/fail (the ratios are ours with graphs over each PyTorch row).
 
 Exits 1 when any check fails. The same script runs on the NumPy backend
 without --gpu (and in the tests, on the stand-in CuPy).
@@ -45,7 +52,7 @@ import support  # noqa: E402  (after the path is set)
 from common.gradcheck import gru_reference, layer_error, model_error  # noqa: E402
 from common.run.cli import ArgumentParser  # noqa: E402  (one-line errors)
 
-SECTIONS = ('gradcheck', 'oracle', 'train', 'script', 'parallel', 'bench')
+SECTIONS = ('gradcheck', 'oracle', 'graph', 'train', 'script', 'parallel', 'bench')
 BOOK = dict(vocab=10000, wordvec=650, hidden=650, batch=20, time=35, lr=10.0, max_grad=0.25)
 QUICK = dict(vocab=300, wordvec=32, hidden=32, batch=4, time=8, lr=10.0, max_grad=0.25)
 
@@ -347,6 +354,119 @@ def numpy_curve(cfg, iters, corpus, dtype):
     return support.last_json(r.stdout)
 
 
+# ---------------------------------------------------------------------- graph
+
+def check_gemm(report, backend):
+    """common/cuda/gemm.py against cupy.matmul: the operand layouts the layers
+    use, beta 0 and 1, float32 and float64, eagerly and replayed in a graph."""
+    from common.cuda.graph import install_gemm
+    cp, gemm = backend.np, install_gemm()
+    rng = numpy.random.default_rng(0)
+    worst = {}
+    for dtype, tol in (('float32', 1e-5), ('float64', 1e-12)):
+        def dev(*shape):
+            return cp.asarray(rng.standard_normal(shape).astype(dtype))
+        ops_a = {'C': dev(37, 29), 'T': dev(29, 37).T, 'block': dev(37, 60)[:, 3:32]}
+        ops_b = {'C': dev(29, 41), 'T': dev(41, 29).T, 'block': dev(29, 90)[:, 10:51]}
+        for (an, a), (bn, b) in ((x, y) for x in ops_a.items() for y in ops_b.items()):
+            for outn, beta in (('C', 0), ('C', 1), ('T', 0), ('block', 1)):
+                out = {'C': dev(37, 41), 'T': dev(41, 37).T, 'block': dev(37, 100)[:, 7:48]}[outn]
+                want = cp.matmul(a, b) + (out if beta else 0)
+                gemm(a, b, out, beta=beta)
+                worst[f'{dtype} {an}@{bn}->{outn} beta {beta}'] = float(abs(out - want).max() / abs(want).max()) / tol
+    name = max(worst, key=worst.get)
+    report.add('graph', 'GEMM vs cupy.matmul (eager)', worst[name] < 1,
+               f'{len(worst)} cases, worst {worst[name]:.2g} of tolerance ({name})')
+    a, b = cp.ones((8, 16), 'float32'), cp.ones((16, 4), 'float32')
+    out = cp.zeros((8, 4), 'float32')
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        gemm(a, b, out, beta=1)
+        graph = stream.end_capture()
+    for _ in range(3):
+        graph.launch()
+    backend.synchronize()
+    got = float(out.max())
+    report.add('graph', 'GEMM captured, beta 1, 3 replays', got == 48.0, f'{got:g} (expected 48)')
+
+
+def graph_run(cfg, iters, graph, dtype='float64', lr_change=None, dropout=0.5):
+    """Per-iteration losses, dropout masks and the trainer of a short run."""
+    from common import backend
+    from common.optimizer import SGD
+    from common.run.parts import Part
+    from common.trainer import RnnlmTrainer
+    from ch_gru.better_rnnlm import BetterRnnlm
+    backend.seed(0)
+    model = BetterRnnlm(cfg['vocab'], cfg['wordvec'], cfg['hidden'], dropout_ratio=dropout, dtype=dtype)
+    losses, masks = [], []
+
+    class Record(Part):
+        def iteration(self, trainer):
+            losses.append(float(trainer.loss))
+            if dropout:
+                masks.append(backend.asnumpy(trainer.model.dropouts[1].mask))
+            if lr_change and trainer.iteration == iters // 2:
+                trainer.optimizer.lr *= lr_change
+
+    trainer = RnnlmTrainer(model, SGD(cfg['lr']), parts=[Record()], cuda_graph=graph)
+    corpus = numpy.random.default_rng(1).integers(0, cfg['vocab'], cfg['batch'] * cfg['time'] * iters + 2)
+    trainer.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=cfg['batch'], time_size=cfg['time'],
+                max_grad=cfg['max_grad'], eval_interval=0)
+    return numpy.array(losses), masks, trainer
+
+
+def check_graph(report, backend, cfg, quick):
+    """The training step as one graph: capture and node count; the curve of
+    graph replays against eager launches in float64 (dropout on, masks equal,
+    new masks every replay, an lr change mid-run); evaluation; step times."""
+    if not backend.GPU:
+        report.add('graph', 'CUDA graphs', None, 'NumPy backend: nothing to capture')
+        return
+    check_gemm(report, backend)
+    small = QUICK
+    eager, eager_masks, _ = graph_run(small, 12, False, lr_change=0.25)
+    graph, graph_masks, trainer = graph_run(small, 12, True, lr_change=0.25)
+    g = next(iter(trainer.graphs.graphs.values()), None)
+    report.add('graph', 'training step captured', trainer.graphs.captures == 1 and trainer.graphs.off is None,
+               f'{trainer.graphs.captures} capture(s), {g.node_count() if g else "no"} nodes'
+               + (f'; off: {trainer.graphs.off}' if trainer.graphs.off else ''),
+               nodes=g.node_count() if g else None)
+    rel = float(numpy.abs(graph - eager).max() / numpy.abs(eager).max())
+    report.add('graph', 'curve: graph vs eager (float64, lr change)', rel < 1e-12,
+               f'max rel diff {rel:.1e} over {len(graph)} iterations', rel_diff=rel)
+    same = all(numpy.array_equal(a, b) for a, b in zip(eager_masks, graph_masks))
+    differ = all(not numpy.array_equal(a, b) for a, b in zip(graph_masks[2:], graph_masks[3:]))
+    report.add('graph', 'dropout masks: as eager, new each replay', same and differ,
+               f'equal to eager: {same}; differ between replays: {differ}')
+    check_graph_eval(report, backend, small)
+    for dtype in ('float32',) if quick else ('float32', 'float64'):
+        timing = {name: graph_run(cfg, 12, on, dtype=dtype, dropout=0.5)[2] for name, on in (('eager', False),
+                                                                                             ('graph', True))}
+        ms = {name: 1e3 * t.epoch_seconds / max(t.done, 1) for name, t in timing.items()}
+        report.add('graph', f'step time ({dtype})', None, f"eager {ms['eager']:.2f} ms/iter, graph "
+                   f"{ms['graph']:.2f} ms/iter (incl. warm-up and capture)", ms_per_iter=ms, config=cfg)
+
+
+def check_graph_eval(report, backend, cfg):
+    from common import config
+    from common.util import eval_perplexity
+    from ch_gru.better_rnnlm import BetterRnnlm
+    backend.seed(0)
+    model = BetterRnnlm(cfg['vocab'], cfg['wordvec'], cfg['hidden'], dtype='float64')
+    corpus = numpy.random.default_rng(2).integers(0, cfg['vocab'], 10 * cfg['time'] * 6 + 1)
+    ppl = {}
+    for on in (False, True):
+        config.CUDA_GRAPH = on
+        model.reset_state()
+        ppl[on] = [eval_perplexity(model, corpus, batch_size=10, time_size=cfg['time']) for _ in range(2)]
+    config.CUDA_GRAPH = True
+    rel = max(abs(a - b) / b for a, b in zip(ppl[True], ppl[False]))
+    report.add('graph', 'evaluation: graph vs eager (float64)', rel < 1e-12,
+               f'perplexity {ppl[True][0]:.4f} / {ppl[False][0]:.4f}, rel diff {rel:.1e}', rel_diff=rel)
+
+
 # --------------------------------------------------------------------- script
 
 def run_script(args, gpu, **env_extra):
@@ -476,8 +596,9 @@ def check_bench(report, backend, json_path, quick):
         med = result.get(part, {}).get('median_s', {})
         if 'ours' in med:
             ratio = med['ours'] / med['pytorch'] if 'pytorch' in med else None
-            detail = f"ours {1e3 * med['ours']:.2f} ms/iter" + (
-                f", PyTorch {1e3 * med['pytorch']:.2f} ms/iter, ratio {ratio:.2f}" if ratio else '')
+            detail = ', '.join(f'{name} {1e3 * sec:.2f} ms/iter' for name, sec in med.items())
+            detail += ''.join(f', ratio ours/{peer} {med["ours"] / med[peer]:.2f}'
+                              for peer in ('pytorch', 'pytorch_fp32') if peer in med)
             report.add('bench', part, None, detail, ratio=ratio, median_s=med)
     report.add('bench', 'results', None, f'written to {out}')
 
@@ -536,6 +657,7 @@ def main(argv=None):
     print('environment: ' + ', '.join(f'{k} {v}' for k, v in info.items()), flush=True)
     checks = {'gradcheck': lambda: check_gradients(report, backend),
               'oracle': lambda: check_oracle(report, backend),
+              'graph': lambda: check_graph(report, backend, cfg, args.quick),
               'train': lambda: check_training(report, backend, cfg, args.data_dir, args.iters),
               'script': lambda: check_script(report, backend, args.data_dir, args.quick),
               'parallel': lambda: check_parallel(report, backend, args.data_dir, args.quick),

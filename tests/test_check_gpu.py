@@ -20,10 +20,15 @@ def test_check_gpu_passes_on_the_stand_in(tmp_path, shared_data):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert result['failed'] == 0 and result['environment']['backend'] == 'cupy'
     sections = {row['section'] for row in result['checks']}
-    assert sections == {'gradcheck', 'oracle', 'train', 'script', 'parallel'}
+    assert sections == {'gradcheck', 'oracle', 'graph', 'train', 'script', 'parallel'}
     names = {row['check'] for row in result['checks']}
     assert {'TimeGRU (carried h)', 'generate_text.py', '--resume for a third epoch',
             'two ranks on one GPU = one process'} <= names
+    graph = {row['check']: row for row in result['checks'] if row['section'] == 'graph'}
+    assert {'GEMM vs cupy.matmul (eager)', 'GEMM captured, beta 1, 3 replays', 'training step captured',
+            'curve: graph vs eager (float64, lr change)', 'dropout masks: as eager, new each replay',
+            'evaluation: graph vs eager (float64)'} <= set(graph)
+    assert graph['training step captured']['nodes'] > 50, graph['training step captured']
     try:
         import torch  # noqa: F401
     except ImportError:
