@@ -19,6 +19,7 @@ import numpy
 
 from common.np import *  # noqa: F401,F403
 from common import backend
+from common.cuda.graph import predict_forward
 from common.errors import CheckpointError, ConfigError, DataError
 from dataset.chars import CharVocab
 
@@ -147,8 +148,9 @@ def generate_ids(model, start_ids, length, rng, temperature=1.0, top_k=None, ski
     """Up to ``length`` new ids after ``start_ids``, stopping before ``end_id``
     when it is drawn. The model's state is reset first."""
     model.reset_state()
+    predict = predict_forward(model)                             # on CuPy: a CUDA graph per input shape
     xs = numpy.asarray(start_ids, dtype=numpy.int32)[None, :]
-    scores = model.predict(backend.asarray(xs))                   # (1, len(start_ids), V): the prime once
+    scores = predict(backend.asarray(xs))                         # (1, len(start_ids), V): the prime once
     out = []
     while len(out) < length:
         next_id = sample_id(backend.asnumpy(scores[0, -1]), rng, temperature, top_k, skip_ids)
@@ -156,7 +158,7 @@ def generate_ids(model, start_ids, length, rng, temperature=1.0, top_k=None, ski
             break
         out.append(next_id)
         if len(out) < length:
-            scores = model.predict(backend.asarray(numpy.array([[next_id]], dtype=numpy.int32)))   # T = 1
+            scores = predict(backend.asarray(numpy.array([[next_id]], dtype=numpy.int32)))   # T = 1
     return out
 
 

@@ -138,10 +138,46 @@ eager = [eval_perplexity(m, corpus, batch_size=3, time_size=5) for _ in range(2)
 m.reset_state()
 config.CUDA_GRAPH = True
 graph = [eval_perplexity(m, corpus, batch_size=3, time_size=5) for _ in range(2)]
-g = cuda_graph._EVAL[m]
+g, = cuda_graph._FORWARDS[m].values()
 print(json.dumps([rel(graph, eager), g.captures, len(g.graphs), list(g.graphs.values())[0].node_count() > 10]))
 ''')
     assert out[0] < 1e-12 and out[1] == 1 and out[2] == 1 and out[3], out
+
+
+def test_graph_generation_samples_what_eager_samples():
+    """Generation's forward steps (the prime, then one token at a time) as
+    graphs: the same ids as eager, one graph for the T = 1 step and one for the
+    prime, whose shape came twice."""
+    out, _ = run_fake(r'''
+from common import config
+from common.cuda import graph as cuda_graph
+from ch_gru.generate import generate_ids
+m = model(dtype='float32')
+ids = {}
+for on in (False, True):
+    config.CUDA_GRAPH = on
+    ids[on] = [generate_ids(m, [1, 2, 3], 30, numpy.random.default_rng(s), top_k=5) for s in (0, 1)]
+g = cuda_graph._FORWARDS[m]['generation']
+print(json.dumps([ids[True] == ids[False], g.captures, sorted(map(str, g.graphs)), len(ids[True][0])]))
+''')
+    assert out == [True, 2, ['((1, 1),)', '((1, 3),)'], 30], out
+
+
+def test_graph_count_is_capped_and_further_shapes_run_eagerly():
+    out, _ = run_fake(r'''
+from common import config
+from common.cuda import graph as cuda_graph
+cuda_graph.MAX_GRAPHS = 2
+m = model()
+config.CUDA_GRAPH = False
+eager = [eval_perplexity(m, corpus, batch_size=3, time_size=t) for t in (3, 4, 5) for _ in range(2)]
+config.CUDA_GRAPH = True
+m.reset_state()
+graph = [eval_perplexity(m, corpus, batch_size=3, time_size=t) for t in (3, 4, 5) for _ in range(2)]
+g, = cuda_graph._FORWARDS[m].values()
+print(json.dumps([rel(graph, eager), len(g.graphs)]))
+''')
+    assert out[0] < 1e-12 and out[1] == 2, out
 
 
 def test_graph_reports_host_bound_gradient_steps_once_and_runs_eagerly():

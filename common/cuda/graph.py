@@ -1,4 +1,4 @@
-"""A training step, and an evaluation step, as one CUDA graph each.
+"""A training step, an evaluation step and a generation step as one CUDA graph each.
 
 On the GPU a book-size iteration is some 780 launches (cuBLAS calls and small
 kernels) at ~25 µs of host time each: the device waits for Python. Capturing
@@ -23,7 +23,8 @@ What capture needs, and where each need is met:
   eager array is ever handed memory the graph writes.
 * **Warm-up and re-capture.** A batch shape is first run eagerly (kernels
   compiled, optimizer state made), captured at its second use, replayed from
-  then on; another shape (variable BPTT, sentence groups) gets its own graph.
+  then on; another shape (variable BPTT, sentence groups) gets its own graph,
+  up to :data:`MAX_GRAPHS`; shapes beyond run eagerly.
   A graph is dropped and captured again when the arrays it baked in change
   (parameters replaced, a new dropout generator).
 
@@ -36,6 +37,11 @@ import weakref
 from common import backend
 from common.np import np
 from common.run.progress import write
+
+
+#: Graphs kept per step kind (each holds its temporaries' memory): shapes seen
+#: after that many run eagerly, rather than evicting and capturing again.
+MAX_GRAPHS = 32
 
 
 def graphs_apply(wanted=None):
@@ -204,13 +210,15 @@ class Graphs:
         if key not in self.warm:
             self.warm.add(key)
             return None
+        if len(self.graphs) >= MAX_GRAPHS:
+            return None         # full: further shapes run eagerly
         return False            # capture now
 
     def turn_off(self, reason):
         self.off = reason
         self.graphs.clear()
         write(f'note: CUDA graphs off for {self.what} ({reason}); running eagerly '
-              f'(--no-cuda-graph says so without this note)')
+              f'(--no-cuda-graph runs so without this note)')
 
 
 def why_not_train(trainer, grad_steps):
@@ -285,7 +293,14 @@ class TrainGraphs(Graphs):
         return graph
 
 
-_EVAL = weakref.WeakKeyDictionary()
+_FORWARDS = weakref.WeakKeyDictionary()     # model -> {what: ForwardGraphs}
+
+
+def _forwards(model, what, call):
+    graphs = _FORWARDS.setdefault(model, {})
+    if what not in graphs:
+        graphs[what] = ForwardGraphs(what, call)
+    return graphs[what]
 
 
 def eval_forward(model, kwargs):
@@ -294,33 +309,43 @@ def eval_forward(model, kwargs):
     path is on."""
     if not graphs_apply():
         return lambda xs, ts: model.forward(xs, ts, **kwargs)
-    graphs = _EVAL.get(model)
-    if graphs is None:
-        graphs = _EVAL[model] = EvalGraphs()
-    return lambda xs, ts: graphs.forward(model, xs, ts, kwargs)
+    graphs = _forwards(model, f'evaluation {sorted(kwargs.items())}', lambda m, xs, ts: m.forward(xs, ts, **kwargs))
+    return lambda xs, ts: graphs.run(model, xs, ts)
 
 
-class EvalGraphs(Graphs):
-    """The forward pass of evaluation (no dropout, no gradients) as graphs."""
+def predict_forward(model):
+    """``predict(xs) -> scores`` for generation: ``model.predict`` eagerly, or
+    through graphs of it (one per input shape: the prime, then T = 1) when
+    the graph path is on."""
+    if not graphs_apply():
+        return model.predict
+    graphs = _forwards(model, 'generation', lambda m, xs: m.predict(xs))
+    return lambda xs: graphs.run(model, xs)
 
-    def __init__(self):
-        super().__init__('evaluation')
+
+class ForwardGraphs(Graphs):
+    """A forward pass without gradients (evaluation, generation) as graphs:
+    ``call(model, *inputs)`` returns the one array the caller gets, a copy of
+    the graph's output at each launch."""
+
+    def __init__(self, what, call):
+        super().__init__(what)
+        self.call = call
         install_gemm()
 
-    def forward(self, model, xs, ts, kwargs):
-        key = (xs.shape, ts.shape, tuple(sorted(kwargs.items())))
+    def run(self, model, *inputs):
+        key = tuple(x.shape for x in inputs)
         fp = fingerprint(model.params)
         graph = self.lookup(key, fp)
         if graph is False:
             try:
-                graph = capture(lambda bx, bt: {'loss': model.forward(bx, bt, **kwargs)},
-                                (xs, ts), model, fp, (model.params,))
+                graph = capture(lambda *bufs: {'out': self.call(model, *bufs)}, inputs, model, fp, (model.params,))
                 self.graphs[key] = graph
                 self.captures += 1
             except Exception as exc:
                 self.turn_off(refusal(exc))
                 graph = None
         if not graph:
-            return model.forward(xs, ts, **kwargs)
-        graph.launch(xs, ts)
-        return graph.outputs['loss'].copy()
+            return self.call(model, *inputs)
+        graph.launch(*inputs)
+        return graph.outputs['out'].copy()
