@@ -69,6 +69,22 @@ print(json.dumps(res))
     assert 'note:' not in r.stdout
 
 
+def test_graph_regularised_recipe_equals_eager():
+    """Locked dropout, weight drop (the layer computes with a new Wh ⊙ M every
+    step), embedding dropout, AR and TAR: graph replays equal eager."""
+    out, r = run_fake(r'''
+reg = dict(locked_dropout=True, weight_drop=0.3, embed_dropout=0.1, ar_alpha=1.0, tar_beta=1.0)
+res = {}
+for cell in ('gru', 'lstm'):
+    _, _, eager = train(False, cell=cell, **reg)
+    _, t, graph = train(True, cell=cell, **reg)
+    res[cell] = [rel(graph, eager), t.graphs.captures]
+print(json.dumps(res))
+''')
+    assert all(err < 1e-12 and captures == 1 for err, captures in out.values()), out
+    assert 'note:' not in r.stdout
+
+
 def test_graph_reset_after_gru_and_weight_decay():
     out, _ = run_fake(r'''
 _, _, eager = train(False, SGD(0.5, weight_decay=1e-3), reset_after=True)
