@@ -150,7 +150,9 @@ class Rnnlm(BaseModel):
             layer.reset_state()
 
     def get_state(self):
-        """The recurrent layers' carried state: per layer (h,) or, for LSTM, (h, c)."""
+        """The recurrent layers' carried state: per layer (h,) or, for LSTM, (h, c).
+        The arrays themselves, not copies: on the CUDA-graph path they are the
+        fixed state arrays the next step overwrites, so copy them to keep them."""
         return [(layer.h, layer.c) if hasattr(layer, 'c') else (layer.h,) for layer in self.rnn_layers]
 
     def set_state(self, state):

@@ -18,10 +18,12 @@ class SGD:
     work while the host keeps the numbers (common/cuda/graph.py):
     :meth:`scalars` gives this update's step size, :meth:`apply` changes the
     arrays with it, a Python float or a 0-d device array the graph reads.
-    ``capturable`` says that :meth:`apply` keeps no Python state."""
+    ``capturable`` says that :meth:`apply` keeps no Python state, ``baked``
+    names the settings it reads as Python numbers (a graph holds their values)."""
 
     scalar_names = ('lr',)
     capturable = True
+    baked = ('weight_decay',)       # read as Python numbers by apply(): a graph is keyed by them
 
     def __init__(self, lr=0.01, weight_decay=0.0):
         self.lr = lr
@@ -155,6 +157,7 @@ class Adam:
 
     scalar_names = ('lr',)
     capturable = True
+    baked = ('beta1', 'beta2')
 
     def scalars(self):
         """This update's step size with the bias correction (the step count advances)."""

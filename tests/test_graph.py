@@ -270,6 +270,28 @@ print(json.dumps([rel(graph, eager), t.graphs.captures, len(t.graphs.graphs) <= 
     assert out[0] < 1e-12 and out[1] >= 1 and out[2], out
 
 
+def test_graph_keys_on_the_clipping_norm_and_baked_hyperparameters():
+    """A second fit with another max_grad, or SGD's weight decay changed, gets
+    a graph of its own instead of replaying the old settings."""
+    out, _ = run_fake(r'''
+def change(m, t, e):
+    t.optimizer.weight_decay = 1e-2
+def run(graph):
+    m = model(); t = RnnlmTrainer(m, SGD(1.0), parts=[], cuda_graph=graph)
+    curve = []
+    for max_grad in (0.25, 0.05, None):
+        t.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=6, max_grad=max_grad, eval_interval=1)
+        curve += t.ppl_list
+    change(m, t, 0)
+    t.fit(corpus[:-1], corpus[1:], max_epoch=1, batch_size=4, time_size=6, max_grad=0.25, eval_interval=1)
+    return curve + t.ppl_list, t
+eager, _ = run(False)
+graph, t = run(True)
+print(json.dumps([rel(graph, eager), t.graphs.captures]))
+''')
+    assert out[0] < 1e-12 and out[1] == 4, out
+
+
 def test_graph_recaptures_when_the_parameters_are_replaced():
     """The graph bakes in the parameter arrays; a model whose arrays were
     swapped for new ones is captured again instead of updating the old ones."""

@@ -26,7 +26,9 @@ What capture needs, and where each need is met:
   then on; another shape (variable BPTT, sentence groups) gets its own graph,
   up to :data:`MAX_GRAPHS`; shapes beyond run eagerly.
   A graph is dropped and captured again when the arrays it baked in change
-  (parameters replaced, a new dropout generator).
+  (parameters replaced, a new dropout generator); the settings it bakes in
+  (the clipping norm, the optimizer's ``baked`` hyperparameters) are part of
+  its key.
 
 Where capture does not apply (an optimizer that keeps Python counters, a
 gradient step that reads the host, MPI) the step runs eagerly, said once in
@@ -221,6 +223,14 @@ class Graphs:
               f'(--no-cuda-graph runs so without this note)')
 
 
+def settings_of(steps):
+    """What a capture bakes in of the gradient steps: each one's class and
+    plain settings (e.g. ClipGrads' max_norm)."""
+    return tuple((type(step).__name__,) + tuple(sorted((k, v) for k, v in vars(step).items()
+                                                       if isinstance(v, (bool, int, float, str, type(None)))))
+                 for step in steps)
+
+
 def why_not_train(trainer, grad_steps):
     """None when the training step can be captured, else the reason (one line)."""
     if backend.config.DETERMINISTIC:
@@ -241,9 +251,11 @@ class TrainGraphs(Graphs):
         install_gemm()
 
     def step(self, trainer, x, t, grad_steps):
-        with_update = bool(getattr(trainer.optimizer, 'capturable', False))
-        key = (x.shape, t.shape, with_update)
-        fp = fingerprint(trainer.model.params, trainer.model.grads, trainer.optimizer)
+        optimizer = trainer.optimizer
+        with_update = bool(getattr(optimizer, 'capturable', False))
+        key = (x.shape, t.shape, with_update, settings_of(grad_steps),
+               tuple(getattr(optimizer, name) for name in getattr(optimizer, 'baked', ())))
+        fp = fingerprint(trainer.model.params, trainer.model.grads, optimizer)
         graph = self.lookup(key, fp)
         if graph is False:
             reason = why_not_train(trainer, grad_steps)
