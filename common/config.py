@@ -30,3 +30,9 @@ DETERMINISTIC = os.environ.get('DLFS_DETERMINISTIC', '').strip().lower() in _TRU
 #: trainer is made; defaults to on unless the environment variable
 #: DLFS_CUDA_GRAPH is 0/false/no/off.
 CUDA_GRAPH = os.environ.get('DLFS_CUDA_GRAPH', '1').strip().lower() not in ('0', 'false', 'no', 'off')
+
+#: On the CUDA-graph path, let cuBLAS multiply float32 in TF32 (10-bit
+#: mantissa inputs, float32 sums) on GPUs that have it: faster products, some
+#: 1e-3 relative error per product. Off by default (full float32, as NumPy);
+#: ``--tf32`` or the environment variable DLFS_TF32 turns it on.
+TF32 = os.environ.get('DLFS_TF32', '').strip().lower() in _TRUE

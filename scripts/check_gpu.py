@@ -14,7 +14,7 @@ Sections (each prints one line per check, PASS or FAIL):
   and float32;
 - graph: the CUDA-graph path (common/cuda/): the capturable GEMM against
   cupy.matmul for every operand layout, beta 0/1, float32/float64, eager and
-  replayed; the training step captured (its node count); graph replays
+  replayed, and in float32 and TF32 (--tf32) against float64; the training step captured (its node count); graph replays
   against eager launches in float64 with dropout and an lr change mid-run
   (1e-12), the masks equal to eager and new at every replay; evaluation
   graph against eager; eager and graph step times;
@@ -377,6 +377,7 @@ def check_gemm(report, backend):
     name = max(worst, key=worst.get)
     report.add('graph', 'GEMM vs cupy.matmul (eager)', worst[name] < 1,
                f'{len(worst)} cases, worst {worst[name]:.2g} of tolerance ({name})')
+    check_tf32(report, backend)
     a, b = cp.ones((8, 16), 'float32'), cp.ones((16, 4), 'float32')
     out = cp.zeros((8, 4), 'float32')
     stream = cp.cuda.Stream(non_blocking=True)
@@ -389,6 +390,21 @@ def check_gemm(report, backend):
     backend.synchronize()
     got = float(out.max())
     report.add('graph', 'GEMM captured, beta 1, 3 replays', got == 48.0, f'{got:g} (expected 48)')
+
+
+def check_tf32(report, backend):
+    """--tf32: a float32 product in TF32 against float64, within its own
+    tolerance (TF32 keeps 10 mantissa bits: ~1e-3 relative per product)."""
+    from common.cuda.gemm import Gemm
+    cp = backend.np
+    rng = numpy.random.default_rng(3)
+    a, b = (rng.standard_normal(s) for s in ((256, 650), (650, 1950)))
+    want = a @ b
+    for tf32, tol in ((False, 1e-5), (True, 5e-3)):
+        got = Gemm(cp, tf32=tf32)(cp.asarray(a, dtype='float32'), cp.asarray(b, dtype='float32'))
+        err = float(numpy.abs(backend.asnumpy(got) - want).max() / numpy.abs(want).max())
+        report.add('graph', f'GEMM float32{" TF32" if tf32 else ""} vs float64', err < tol,
+                   f'max rel diff {err:.1e} (tolerance {tol:g})', rel_diff=err)
 
 
 def graph_run(cfg, iters, graph, dtype='float64', lr_change=None, dropout=0.5):

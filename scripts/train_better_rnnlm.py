@@ -148,7 +148,7 @@ def main(argv=None):
     ranks = start_ranks(args, argv, settings.checkpoint_path)
     if ranks is not None:                    # --processes K: the K ranks ran the job
         return ranks
-    backend = select_backend(args.gpu, not args.no_cuda_graph)
+    backend = select_backend(args.gpu, not args.no_cuda_graph, args.tf32)
     check_output_dir(args.out_dir)
     if args.seed is not None:
         backend.seed(args.seed)

@@ -186,3 +186,16 @@ except BackendError as exc:
     r = run_python(code, {'DLFS_GPU': '1'}, fake_cupy=True)
     assert r.returncode == 0 and 'pip install nvmath-python' in r.stdout and '--no-cuda-graph' in r.stdout
     assert r.stdout.count('\n') == 1
+
+
+def test_tf32_is_opt_in_and_reaches_the_handle():
+    """cuBLAS keeps full float32 unless --tf32 / DLFS_TF32 asks for TF32."""
+    code = r'''
+import json
+from nvmath.bindings import cublas
+from common.cuda.graph import install_gemm
+gemm = install_gemm()
+print(json.dumps([gemm.tf32, int(cublas.get_math_mode(gemm.handle))]))
+'''
+    assert run_fake(code) == [False, 0]
+    assert run_fake(code, DLFS_TF32='1') == [True, 3]

@@ -52,10 +52,11 @@ def graphs_apply(wanted=None):
 
 
 def install_gemm():
-    """The capturable GEMM, made once and routed to by ``backend.matmul``."""
+    """The capturable GEMM, made once and routed to by ``backend.matmul``
+    (TF32 products when ``config.TF32``)."""
     if backend._gemm is None:
         from common.cuda.gemm import Gemm
-        backend.use_gemm(Gemm(np))
+        backend.use_gemm(Gemm(np, tf32=bool(backend.config.TF32)))
     return backend._gemm
 
 

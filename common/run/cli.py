@@ -58,14 +58,17 @@ def optional_positive_float(text):
     return positive_float(text)
 
 
-def select_backend(gpu, cuda_graph=True):
+def select_backend(gpu, cuda_graph=True, tf32=False):
     """Turn the GPU on (before the first ``import common.np``) and import the
     backend; a missing CuPy or device raises BackendError with the fix.
-    ``cuda_graph=False`` (``--no-cuda-graph``) keeps the GPU path eager."""
+    ``cuda_graph=False`` (``--no-cuda-graph``) keeps the GPU path eager;
+    ``tf32`` (``--tf32``) lets its products use TF32."""
     from common import config
     from common.parallel import communicator
     if not cuda_graph:
         config.CUDA_GRAPH = False
+    if tf32:
+        config.TF32 = True
     if gpu:
         config.GPU = True
         communicator.world().use_gpu()       # one GPU per process, by its rank on the node
@@ -140,7 +143,7 @@ def check_output_dir(path, flag='--out-dir'):
 
 #: Options that describe the machine rather than the run: --resume never takes them from the checkpoint.
 #: (The flags themselves, --resume and --checkpoint among them: :mod:`common.run.settings`.)
-NOT_RESUMED = ('resume', 'gpu', 'no_cuda_graph', 'processes')   # where to run: this command's, not the checkpoint's
+NOT_RESUMED = ('resume', 'gpu', 'no_cuda_graph', 'tf32', 'processes')   # where to run: this command's, not the checkpoint's
 _UNSET = object()
 
 

@@ -143,6 +143,7 @@ FLAGS = (
     ('training', '--dtype', dict(choices=['float32', 'float64'])),
     ('training', '--gpu', dict(action='store_true')),
     ('training', '--no-cuda-graph', dict(action='store_true')),
+    ('training', '--tf32', dict(action='store_true')),
     ('training', '--processes', dict(type=positive_int, default=1, metavar='K')),
     ('output', '--out-dir', {}),
     ('output', '--save', {}),
@@ -235,6 +236,8 @@ TRAINING_HELP = {
              "the same thing (e.g. one process against mpiexec -n 2, 1 thread against 2), since float32 "
              "rounding differences grow in training (docs/distributed.md)",
     'gpu': 'run on CUDA through CuPy',
+    'tf32': 'with --gpu, float32 products in TF32 on GPUs that have it (faster, ~1e-3 relative error per '
+            'product; off: full float32)',
     'no_cuda_graph': 'with --gpu, launch every kernel and product from Python instead of one CUDA graph per '
                      'training and evaluation step (the graphs are on by default; the numbers are the same)',
     'processes': 'train data-parallel on K processes: starts mpiexec -n K with this command, BLAS threads '
