@@ -322,3 +322,18 @@ def test_train_script_gpu_graph_and_no_cuda_graph_end_alike(shared_data, tmp_pat
         assert 'note:' not in r.stdout, r.stdout
         ends.append([line for line in r.stdout.splitlines() if line.startswith('| end |')])
     assert ends[0] == ends[1] and ends[0], ends
+
+
+def test_graph_path_without_nvmath_says_so_once_and_runs_eagerly():
+    """A GPU machine without nvmath-python loses nothing: one note with the
+    install command, and the eager path's numbers."""
+    out, r = run_fake(r'''
+import sys
+_, _, eager = train(False)
+sys.modules['nvmath'] = None
+_, t, graph = train(True)
+print(json.dumps([rel(graph, eager), t.graphs.captures, backend._gemm is None]))
+''')
+    assert out == [0.0, 0, True], out
+    notes = [line for line in r.stdout.splitlines() if line.startswith('note:')]
+    assert len(notes) == 1 and 'nvmath-python' in notes[0] and 'pip install nvmath-python' in notes[0], notes

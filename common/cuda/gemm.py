@@ -39,8 +39,7 @@ def load_cublas():
         from nvmath.bindings import cublas
     except ImportError as exc:
         raise BackendError(f"the CUDA graph path needs nvmath-python for its matrix products ({exc}): "
-                           f"pip install nvmath-python (or pip install -e '.[gpu]'), or run with "
-                           f"--no-cuda-graph") from None
+                           f"pip install nvmath-python (or pip install -e '.[gpu]')") from None
     return cublas
 
 

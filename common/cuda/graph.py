@@ -37,6 +37,7 @@ one line. ``--no-cuda-graph`` (``config.CUDA_GRAPH = False``) turns it off.
 import weakref
 
 from common import backend
+from common.errors import BackendError
 from common.np import np
 from common.run.progress import write
 
@@ -200,6 +201,10 @@ class Graphs:
         self.graphs, self.warm = {}, set()
         self.off = None
         self.captures = 0
+        try:
+            install_gemm()
+        except BackendError as exc:       # no nvmath-python: the eager path, said once
+            self.turn_off(str(exc))
 
     def lookup(self, key, fp):
         """The graph for ``key`` if it may run now; None while ``key`` is warming up
@@ -249,7 +254,6 @@ class TrainGraphs(Graphs):
     def __init__(self):
         super().__init__('training')
         self.pending = None       # the graph whose scalars trainer.update() fills now
-        install_gemm()
 
     def step(self, trainer, x, t, grad_steps):
         optimizer = trainer.optimizer
@@ -344,7 +348,6 @@ class ForwardGraphs(Graphs):
     def __init__(self, what, call):
         super().__init__(what)
         self.call = call
-        install_gemm()
 
     def run(self, model, *inputs):
         key = tuple(x.shape for x in inputs)
