@@ -17,6 +17,15 @@ from nvmath.bindings import cublas
 
 def nan_everywhere(a):
     return bool(numpy.isnan(a.get()).all())
+
+
+def attempt(fn):
+    """None when fn() runs, else [exception type, message]."""
+    try:
+        fn()
+    except Exception as e:
+        return [type(e).__name__, str(e)]
+    return None
 '''
 
 REPLAY = PRELUDE + r'''
@@ -133,13 +142,6 @@ ONLY_DURING = {
     'a second begin_capture': lambda: other.begin_capture(),
 }
 
-def attempt(fn):
-    try:
-        fn()
-    except Exception as e:
-        return [type(e).__name__, str(e)]
-    return None
-
 capturing = cupy.cuda.Stream()
 with capturing:
     capturing.begin_capture()
@@ -205,13 +207,6 @@ out['calls'] = len(cublas.calls)
 '''
 
 GEMM_ERRORS = r'''
-def attempt(fn):
-    try:
-        fn()
-    except Exception as e:
-        return [type(e).__name__, str(e)]
-    return None
-
 one, zero = host_scalar(1.0, 'float32'), host_scalar(0.0, 'float32')
 dA = cupy.ones((3, 3), 'float32')
 def call(handle=h, m=3, lda=3, alpha=one.ctypes.data):
