@@ -160,29 +160,29 @@ def capture(fn, inputs, model, key, keep):
     buffers = [x.copy() for x in inputs]
     states = bind_states(model, inputs[0].shape[0])
     pool, stream = np.cuda.MemoryPool(), np.cuda.Stream(non_blocking=True)
-    with np.cuda.using_allocator(pool.malloc), stream:
-        stream.begin_capture()
-        try:
-            outputs = fn(*buffers)
-            for layer, name, buf in states:
-                if getattr(layer, name) is not buf:
-                    buf[...] = getattr(layer, name)
-        except BaseException:
-            _abandon(stream, states)
-            raise
-        graph = stream.end_capture()
-    for layer, name, buf in states:
-        setattr(layer, name, buf)
+    try:
+        with np.cuda.using_allocator(pool.malloc), stream:
+            stream.begin_capture()
+            try:
+                outputs = fn(*buffers)
+                for layer, name, buf in states:
+                    if getattr(layer, name) is not buf:
+                        buf[...] = getattr(layer, name)
+            except BaseException:
+                _end_quietly(stream)
+                raise
+            graph = stream.end_capture()
+    finally:                        # the layers carry their fixed state arrays, captured or not
+        for layer, name, buf in states:
+            setattr(layer, name, buf)
     return Captured(graph, pool, stream, buffers, states, outputs, keep, key)
 
 
-def _abandon(stream, states):
+def _end_quietly(stream):
     try:
         stream.end_capture()
     except Exception:   # an invalidated capture says so when ended: already being handled
         pass
-    for layer, name, buf in states:
-        setattr(layer, name, buf)
 
 
 def refusal(exc):
@@ -221,6 +221,18 @@ class Graphs:
         if len(self.graphs) >= MAX_GRAPHS:
             return None         # full: further shapes run eagerly
         return False            # capture now
+
+    def add(self, key, fn, inputs, model, fp, keep):
+        """Capture ``fn`` (see :func:`capture`) as the graph of ``key``; on a
+        refusal turn the path off (one note) and return None."""
+        try:
+            graph = capture(fn, inputs, model, fp, keep)
+        except Exception as exc:
+            self.turn_off(refusal(exc))
+            return None
+        self.graphs[key] = graph
+        self.captures += 1
+        return graph
 
     def turn_off(self, reason):
         self.off = reason
@@ -300,14 +312,7 @@ class TrainGraphs(Graphs):
             if with_update:
                 optimizer.apply(model.params, model.grads, **scalars)
             return {'loss': loss, 'norm': trainer.norm, 'scalars': scalars}
-        try:
-            graph = capture(body, (x, t), model, fp, (model.params, model.grads, optimizer))
-        except Exception as exc:
-            self.turn_off(refusal(exc))
-            return None
-        self.graphs[key] = graph
-        self.captures += 1
-        return graph
+        return self.add(key, body, (x, t), model, fp, (model.params, model.grads, optimizer))
 
 
 _FORWARDS = weakref.WeakKeyDictionary()     # model -> {what: ForwardGraphs}
@@ -354,13 +359,7 @@ class ForwardGraphs(Graphs):
         fp = fingerprint(model.params)
         graph = self.lookup(key, fp)
         if graph is False:
-            try:
-                graph = capture(lambda *bufs: {'out': self.call(model, *bufs)}, inputs, model, fp, (model.params,))
-                self.graphs[key] = graph
-                self.captures += 1
-            except Exception as exc:
-                self.turn_off(refusal(exc))
-                graph = None
+            graph = self.add(key, lambda *bufs: {'out': self.call(model, *bufs)}, inputs, model, fp, (model.params,))
         if not graph:
             return self.call(model, *inputs)
         graph.launch(*inputs)
